@@ -1,0 +1,73 @@
+r"""Converts raw Kaggle Criteo click logs into TFRecords of tf.Example.
+
+    python -m data.criteo_to_tfrecord --input=train.txt \
+        --output_dir=/tmp/criteo --num_shards=64 --eval_fraction=0.1
+
+Input: the Display Advertising Challenge's `train.txt` layout (45M rows, or
+`../shared/data/criteo_8k/*.tsv`): tab-separated, no header, `label`, 13
+integer features I1..I13 (I2 can be negative), 26 categorical features
+C1..C26 (8-hex-digit hashes); an empty field is a missing value and stays
+missing in the tf.Example (the feature is left out).
+
+Schema written: task `label`; I1..I13 dense with --dense_normalization
+(log1p by default, i.e. sign(x) log(1 + |x|)); C1..C26 string sparse fields
+hashed into --hash_buckets buckets. Criteo's fields are anonymous, so there
+are no semantic groups: RankMixer's semantic split sees one ordered group.
+Streaming: memory stays constant whatever the input size.
+"""
+
+from typing import List
+
+from absl import app
+from absl import flags
+
+import rankup_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+from rankup_tf import schema as schema_lib
+from data import csv_to_tfrecord
+
+NUM_INTEGER = 13
+NUM_CATEGORICAL = 26
+LABEL = "label"
+COLUMNS = ([LABEL] + [f"I{i}" for i in range(1, NUM_INTEGER + 1)]
+           + [f"C{i}" for i in range(1, NUM_CATEGORICAL + 1)])
+
+
+def criteo_schema(hash_buckets: int = 100_000,
+                  dense_normalization: str = "log1p") -> schema_lib.Schema:
+  """The schema of raw Criteo rows. 'standardize' stats come from the data."""
+  placeholder = ({"mean": 0.0, "std": 1.0}
+                 if dense_normalization == "standardize" else {})
+  return schema_lib.Schema.from_dict({
+      "name": "criteo",
+      "sparse_features": [
+          {"name": f"C{i}", "dtype": "string", "hash_buckets": hash_buckets}
+          for i in range(1, NUM_CATEGORICAL + 1)],
+      "dense_features": [
+          dict({"name": f"I{i}", "default": 0.0,
+                "normalization": dense_normalization}, **placeholder)
+          for i in range(1, NUM_INTEGER + 1)],
+      "tasks": [{"name": LABEL}],
+  }, source="criteo schema")
+
+
+def main(argv: List[str]) -> None:
+  del argv
+  FLAGS = flags.FLAGS
+  schema = criteo_schema(FLAGS.hash_buckets, FLAGS.dense_normalization)
+  writer = csv_to_tfrecord.make_writer(schema)
+  counts = csv_to_tfrecord.convert_delimited(
+      FLAGS.input, schema, writer, delimiter="\t", columns=COLUMNS,
+      skip_bad_rows=FLAGS.skip_bad_rows)
+  csv_to_tfrecord.report(writer.close(counts))
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("input", None, "Raw Criteo file (train.txt layout).")
+  flags.DEFINE_integer("hash_buckets", 100_000, "Hash buckets per "
+                       "categorical field.")
+  flags.DEFINE_enum("dense_normalization", "log1p",
+                    list(schema_lib.NORMALIZATIONS),
+                    "Normalization of I1..I13.")
+  csv_to_tfrecord.define_output_flags()
+  flags.mark_flag_as_required("input")
+  app.run(main)

@@ -1,0 +1,234 @@
+"""Parsing and preprocessing of raw features into model inputs.
+
+One `FeatureTransform` is used by the training input pipeline (inside
+`tf.data`) and by the exported serving signatures, so training and serving
+see the same ids and normalized values. Every op is a core TensorFlow op.
+
+Model inputs (`features` dict) per schema field:
+
+* sparse, single-valued: int64 ids, shape [B]; id 0 means missing;
+* sparse, multivalent: int64 `tf.RaggedTensor` [B, (<= max_length)];
+* dense: float32 [B], missing values replaced by the default, normalized;
+* pretrained: float32 [B, dim];
+* `schema.USER_ID_KEY`: the raw user id [B] (int64 or string), when the
+  schema has a user_id and labels are parsed.
+
+Labels (`labels` dict): float32 [B] per task, and float32 [B] under
+`task + schema.WEIGHT_SUFFIX` for tasks with an example-weight feature.
+"""
+
+from typing import Dict, Optional, Tuple
+
+import tensorflow as tf
+
+from rankup_tf import schema as schema_lib
+
+# What stands for "no value" in the padded tensors of `predict_raw`-style
+# inputs (tf.Example input has real absence instead).
+RAW_MISSING = {"string": "", "int64": -1}
+_TF_DTYPES = {"string": tf.string, "int64": tf.int64}
+
+Features = Dict[str, tf.Tensor]
+
+
+def tf_dtype(dtype_name: str) -> tf.DType:
+  return _TF_DTYPES[dtype_name]
+
+
+def parse_spec(schema: schema_lib.Schema, with_labels: bool) -> Dict:
+  """The `tf.io.parse_example` spec for a schema's tf.Example records."""
+  spec = {}
+  for f in schema.sparse_features:
+    spec[f.name] = tf.io.RaggedFeature(tf_dtype(f.dtype),
+                                       row_splits_dtype=tf.int64)
+  for f in schema.dense_features:
+    spec[f.name] = tf.io.FixedLenFeature([], tf.float32,
+                                         default_value=float(f.default))
+  for f in schema.pretrained_features:
+    spec[f.name] = tf.io.FixedLenFeature([f.dim], tf.float32)
+  if with_labels:
+    for t in schema.tasks:
+      spec[t.name] = tf.io.FixedLenFeature([], tf.float32)
+      if t.weight is not None:
+        spec[t.weight] = tf.io.FixedLenFeature([], tf.float32)
+    uid = schema.user_id
+    if uid is not None and uid.name not in spec:
+      spec[uid.name] = tf.io.RaggedFeature(tf_dtype(uid.dtype),
+                                           row_splits_dtype=tf.int64)
+  return spec
+
+
+class FeatureTransform(tf.Module):
+  """Turns serialized tf.Examples or raw tensors into model inputs.
+
+  Example:
+
+  ```python
+  transform = FeatureTransform(schema)
+  features, labels = transform.parse(serialized_batch)        # training
+  features, _ = transform.parse(serialized_batch, with_labels=False)
+  ```
+  """
+
+  def __init__(self, schema: schema_lib.Schema, name: str = "features"):
+    super().__init__(name=name)
+    self.schema = schema
+    self._vocab_tables = {}
+    for f in schema.sparse_features:
+      if f.vocabulary is not None:
+        keys = tf.constant(list(f.vocabulary), dtype=tf_dtype(f.dtype))
+        ids = tf.range(len(f.vocabulary), dtype=tf.int64) + schema_lib.OOV_ID + 1
+        self._vocab_tables[f.name] = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(keys, ids),
+            default_value=schema_lib.OOV_ID, name=f"{f.name}_vocabulary")
+
+  # -- entry points ---------------------------------------------------------
+  def parse(self, serialized: tf.Tensor, names: Optional[tf.Tensor] = None,
+            with_labels: bool = True) -> Tuple[Features, Features]:
+    """Parses a [B] batch of serialized tf.Example.
+
+    Args:
+      serialized: string [B].
+      names: optional string [B] naming each record (e.g. "file:index");
+        TensorFlow's parse errors and this transform's checks quote it.
+      with_labels: parse task labels, weights and the user id (training and
+        evaluation) or not (serving).
+    Returns:
+      (features, labels); labels is empty when with_labels is False.
+    """
+    raw = tf.io.parse_example(serialized, parse_spec(self.schema, with_labels),
+                              example_names=names)
+    return self.transform(raw, names, with_labels)
+
+  def transform_padded(self, raw: Features) -> Features:
+    """Model inputs from dense raw tensors (the `predict_raw` signature).
+
+    Sparse fields come as [B] (single-valued) or [B, max_length]
+    (multivalent) tensors padded with `RAW_MISSING[dtype]`.
+    """
+    ragged = dict(raw)
+    for f in self.schema.sparse_features:
+      values = raw[f.name]
+      if not f.multivalent:
+        values = values[:, tf.newaxis]
+      ragged[f.name] = _drop_marker(values, RAW_MISSING[f.dtype])
+    features, _ = self.transform(ragged, names=None, with_labels=False)
+    return features
+
+  # -- the shared transform -------------------------------------------------
+  def transform(self, raw: Features, names: Optional[tf.Tensor],
+                with_labels: bool) -> Tuple[Features, Features]:
+    schema = self.schema
+    checks = []
+    features = {}
+    for f in schema.sparse_features:
+      values = raw[f.name]
+      if f.multivalent:
+        # max_length is part of the field's definition: the first values
+        # are kept (documented in the schema, counted by the converters).
+        values = values[:, :f.max_length]
+        features[f.name] = tf.ragged.map_flat_values(self._ids, f, values)
+      else:
+        checks.append(_assert_at_most_one(values, f.name, names))
+        ids = tf.ragged.map_flat_values(self._ids, f, values)
+        features[f.name] = tf.squeeze(
+            ids.to_tensor(default_value=schema_lib.MISSING_ID, shape=[None, 1]),
+            axis=1)
+    for f in schema.dense_features:
+      features[f.name] = _normalize(tf.cast(raw[f.name], tf.float32), f)
+    for f in schema.pretrained_features:
+      features[f.name] = tf.cast(raw[f.name], tf.float32)
+    labels = {}
+    if with_labels:
+      for t in schema.tasks:
+        label = raw[t.name]
+        checks.append(_assert_binary(label, t.name, names))
+        labels[t.name] = label
+        if t.weight is not None:
+          labels[t.name + schema_lib.WEIGHT_SUFFIX] = raw[t.weight]
+      if schema.user_id is not None:
+        uid = raw[schema.user_id.name]
+        checks.append(_assert_exactly_one(uid, schema.user_id.name, names))
+        features[schema_lib.USER_ID_KEY] = tf.squeeze(
+            uid.to_tensor(shape=[None, 1]), axis=1)
+    with tf.control_dependencies(checks):
+      features = {k: tf.identity(v) if isinstance(v, tf.Tensor) else v
+                  for k, v in features.items()}
+      labels = {k: tf.identity(v) for k, v in labels.items()}
+    return features, labels
+
+  def _ids(self, f: schema_lib.SparseFeature, values: tf.Tensor) -> tf.Tensor:
+    if f.vocabulary is not None:
+      return self._vocab_tables[f.name].lookup(values)
+    if values.dtype != tf.string:
+      values = tf.strings.as_string(values)
+    return (tf.strings.to_hash_bucket_fast(values, f.hash_buckets)
+            + (schema_lib.MISSING_ID + 1))
+
+
+def _normalize(x: tf.Tensor, f: schema_lib.DenseFeature) -> tf.Tensor:
+  if f.normalization == "log1p":
+    return tf.sign(x) * tf.math.log1p(tf.abs(x))
+  if f.normalization == "standardize":
+    return (x - f.mean) / f.std
+  return x
+
+
+def _drop_marker(values: tf.Tensor, marker) -> tf.RaggedTensor:
+  keep = tf.not_equal(values, tf.constant(marker, dtype=values.dtype))
+  return tf.ragged.boolean_mask(values, keep).with_row_splits_dtype(tf.int64)
+
+
+def message(*parts) -> tf.Tensor:
+  """A scalar string tensor from Python strings and scalar tensors.
+
+  (`tf.strings.format` would quote string tensors; error messages should
+  show a path exactly as the user wrote it.)
+  """
+  pieces = []
+  for part in parts:
+    if isinstance(part, str):
+      pieces.append(part)
+    elif part.dtype == tf.string:
+      pieces.append(part)
+    else:
+      pieces.append(tf.strings.as_string(part))
+  return tf.strings.join(pieces)
+
+
+def _record_name(names: Optional[tf.Tensor], bad: tf.Tensor) -> tf.Tensor:
+  index = tf.argmax(tf.cast(bad, tf.int32), output_type=tf.int32)
+  if names is None:
+    return message("#", index, " of the batch")
+  return tf.gather(names, index)
+
+
+def _assert_at_most_one(values: tf.RaggedTensor, name: str, names):
+  lengths = values.row_lengths()
+  bad = lengths > 1
+  return tf.debugging.Assert(
+      tf.logical_not(tf.reduce_any(bad)),
+      [message(f"Feature {name} is single-valued but record ",
+               _record_name(names, bad), " holds ", tf.reduce_max(lengths),
+               " values (declare it multivalent in the schema if that is "
+               "intended).")],
+      name=f"check_{name}_single_valued")
+
+
+def _assert_exactly_one(values: tf.RaggedTensor, name: str, names):
+  bad = tf.not_equal(values.row_lengths(), 1)
+  return tf.debugging.Assert(
+      tf.logical_not(tf.reduce_any(bad)),
+      [message(f"User-id feature {name} must hold exactly one value; "
+               "record ", _record_name(names, bad), " does not.")],
+      name=f"check_{name}_user_id")
+
+
+def _assert_binary(label: tf.Tensor, name: str, names):
+  bad = tf.logical_and(tf.not_equal(label, 0.0), tf.not_equal(label, 1.0))
+  return tf.debugging.Assert(
+      tf.logical_not(tf.reduce_any(bad)),
+      [message(f"Label {name} must be 0 or 1; record ",
+               _record_name(names, bad), " has ",
+               tf.gather(label, tf.argmax(tf.cast(bad, tf.int32))), ".")],
+      name=f"check_{name}_binary")
