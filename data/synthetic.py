@@ -243,7 +243,9 @@ def synthetic_schema() -> schema_lib.Schema:
       ],
       "pretrained_features": [{"name": "user_vec", "dim": VECTOR_DIM},
                               {"name": "item_vec", "dim": VECTOR_DIM}],
-      "crosses": [["user_vec", "item_vec"]],
+      # The teacher's strongest interactions, for the sparse cross tokens.
+      "crosses": [["user_vec", "item_vec"], ["user_segment", "item_category"],
+                  ["ctx_hour", "item_category"]],
       "tasks": [{"name": "click"}, {"name": "conversion"}],
       "user_id": {"name": "user_id", "dtype": "int64"},
   }, source="synthetic schema")

@@ -28,8 +28,13 @@ if not tf.keras.layers.Layer.__module__.startswith("tf_keras"):
         _FIX.format(problem="TensorFlow has already bound tf.keras to Keras 3 "
                     f"({tf.keras.layers.Layer.__module__})"))
 
-from rankup_tf.schema import Schema, SchemaError  # noqa: E402
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from rankup_tf import diagnostics  # noqa: E402
+from rankup_tf import layers  # noqa: E402
+from rankup_tf import models  # noqa: E402
 from rankup_tf.input_pipeline import make_dataset  # noqa: E402
+from rankup_tf.schema import Schema, SchemaError  # noqa: E402
 
-__all__ = ["Schema", "SchemaError", "make_dataset"]
+__all__ = ["Schema", "SchemaError", "make_dataset", "layers", "models",
+           "diagnostics"]
 __version__ = "0.1.0"

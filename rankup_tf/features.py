@@ -232,3 +232,22 @@ def _assert_binary(label: tf.Tensor, name: str, names):
                _record_name(names, bad), " has ",
                tf.gather(label, tf.argmax(tf.cast(bad, tf.int32))), ".")],
       name=f"check_{name}_binary")
+
+
+def placeholder_features(schema: schema_lib.Schema,
+                         batch_size: int = 1) -> Features:
+  """Valid model inputs of a batch size (all-missing ids, zero floats).
+
+  For building a model's variables and for tracing it (FLOP counts).
+  """
+  features = {}
+  for f in schema.sparse_features:
+    ids = tf.fill([batch_size], tf.constant(schema_lib.MISSING_ID, tf.int64))
+    features[f.name] = (tf.RaggedTensor.from_tensor(ids[:, tf.newaxis])
+                        .with_row_splits_dtype(tf.int64)
+                        if f.multivalent else ids)
+  for f in schema.dense_features:
+    features[f.name] = tf.zeros([batch_size])
+  for f in schema.pretrained_features:
+    features[f.name] = tf.zeros([batch_size, f.dim])
+  return features

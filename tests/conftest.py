@@ -6,6 +6,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPUs, so MirroredStrategy has two replicas to test with. Must
+# happen before TensorFlow initializes its devices.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration()] * 2)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.environ.get(
@@ -20,3 +27,13 @@ def shared_data():
         f"Real Criteo samples expected at {SHARED_DATA}; set "
         "RANKUP_SHARED_DATA to their folder.")
   return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+  """One MirroredStrategy over the two logical CPUs for the whole session.
+
+  (Several MirroredStrategy objects in one process can reuse collective
+  instance keys and abort each other's all-reduces.)
+  """
+  return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

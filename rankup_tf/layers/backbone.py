@@ -1,0 +1,315 @@
+"""The token backbone: token mixing, per-token FFNs and the two block styles.
+
+Every layer takes and returns tokens shaped [B, T, D] (SPEC section 2).
+"""
+
+from typing import Dict, Optional, Tuple
+
+import tensorflow as tf
+
+FFN_ACTIVATIONS = ("gelu", "swiglu")
+
+
+def per_token_matmul(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+  """[B, T, I] x [T, I, O] -> [B, T, O]: every token its own matrix.
+
+  One batched contraction. Formulation chosen by measurement on the
+  development CPU (2 cores, B=2048, T=16, D=128, k=4, forward of a GELU
+  PFFN): einsum('btd,tdh->bth') 121 ms, transpose to [T, B, I] plus batched
+  tf.matmul 82 ms (benchmarks/per_token_ffn.py reproduces this).
+  """
+  y = tf.matmul(tf.transpose(x, [1, 0, 2]), kernel)
+  return tf.transpose(y, [1, 0, 2])
+
+
+def per_token_uniform(fan_in: int, fan_out: int):
+  """Glorot-uniform scaled per token (Keras would count T into the fans)."""
+  limit = (6.0 / (fan_in + fan_out)) ** 0.5
+  return tf.keras.initializers.RandomUniform(-limit, limit)
+
+
+def _token_shape(input_shape, layer) -> Tuple[int, int]:
+  shape = tf.TensorShape(input_shape)
+  if shape.rank != 3 or shape[1] is None or shape[2] is None:
+    raise ValueError(f"{layer.__class__.__name__} {layer.name!r} expects "
+                     f"tokens shaped [B, T, D] with known T and D, got "
+                     f"{shape}.")
+  return int(shape[1]), int(shape[2])
+
+
+@tf.keras.utils.register_keras_serializable("rankup_tf")
+class TokenMixing(tf.keras.layers.Layer):
+  """Parameter-free token mixing with H = T heads (RankMixer).
+
+  Token t is cut into T heads of D/T dims; output token h concatenates head
+  h of every input token:
+
+      X [B, T, D] -> [B, T, H, D/H] -> transpose [B, H, T, D/H] -> [B, T, D]
+
+  Example:
+
+  ```python
+  tokens = tf.random.normal([32, 8, 64])
+  mixed = rankup_tf.layers.TokenMixing()(tokens)   # [32, 8, 64]
+  ```
+  """
+
+  def build(self, input_shape):
+    num_tokens, token_dim = _token_shape(input_shape, self)
+    if token_dim % num_tokens:
+      raise ValueError(
+          f"TokenMixing {self.name!r}: token dim D={token_dim} is not "
+          f"divisible by the number of tokens T={num_tokens}; the mixer cuts "
+          "every token into T heads. Choose D as a multiple of T.")
+    self._num_tokens, self._token_dim = num_tokens, token_dim
+    super().build(input_shape)
+
+  def call(self, tokens: tf.Tensor) -> tf.Tensor:
+    t, d = self._num_tokens, self._token_dim
+    heads = tf.reshape(tokens, [-1, t, t, d // t])
+    return tf.reshape(tf.transpose(heads, [0, 2, 1, 3]), [-1, t, d])
+
+
+@tf.keras.utils.register_keras_serializable("rankup_tf")
+class PerTokenFFN(tf.keras.layers.Layer):
+  """T feed-forward networks, one per token, in one [T, D, kD] weight.
+
+      gelu:   v_t = W2_t GELU(W1_t s_t + b1_t) + b2_t
+      swiglu: v_t = W3_t (SiLU(W1_t s_t) * (W2_t s_t))
+
+  Example:
+
+  ```python
+  ffn = rankup_tf.layers.PerTokenFFN(expansion=4, activation="swiglu")
+  out = ffn(tf.random.normal([32, 8, 64]))          # [32, 8, 64]
+  ```
+
+  Args:
+    expansion: k, hidden width kD.
+    activation: "gelu" or "swiglu".
+  """
+
+  def __init__(self, expansion: int = 4, activation: str = "gelu", **kwargs):
+    super().__init__(**kwargs)
+    if activation not in FFN_ACTIVATIONS:
+      raise ValueError(f"PerTokenFFN: unknown activation {activation!r}; "
+                       f"expected one of {FFN_ACTIVATIONS}.")
+    if expansion <= 0:
+      raise ValueError(f"PerTokenFFN: expansion must be positive, got "
+                       f"{expansion}.")
+    self.expansion = expansion
+    self.activation = activation
+
+  def build(self, input_shape):
+    t, d = _token_shape(input_shape, self)
+    h = self.expansion * d
+    self.w1 = self.add_weight("w1", [t, d, h],
+                              initializer=per_token_uniform(d, h))
+    if self.activation == "gelu":
+      self.b1 = self.add_weight("b1", [t, 1, h], initializer="zeros")
+      self.w2 = self.add_weight("w2", [t, h, d],
+                                initializer=per_token_uniform(h, d))
+      self.b2 = self.add_weight("b2", [t, 1, d], initializer="zeros")
+    else:
+      self.w2 = self.add_weight("w2", [t, d, h],
+                                initializer=per_token_uniform(d, h))
+      self.w3 = self.add_weight("w3", [t, h, d],
+                                initializer=per_token_uniform(h, d))
+    super().build(input_shape)
+
+  def call(self, tokens: tf.Tensor) -> tf.Tensor:
+    x = tf.transpose(tokens, [1, 0, 2])  # [T, B, D]: one batched matmul
+    if self.activation == "gelu":
+      hidden = tf.nn.gelu(tf.matmul(x, self.w1) + self.b1)
+      y = tf.matmul(hidden, self.w2) + self.b2
+    else:
+      hidden = tf.nn.silu(tf.matmul(x, self.w1)) * tf.matmul(x, self.w2)
+      y = tf.matmul(hidden, self.w3)
+    return tf.transpose(y, [1, 0, 2])
+
+  def get_config(self):
+    return dict(super().get_config(), expansion=self.expansion,
+                activation=self.activation)
+
+
+@tf.keras.utils.register_keras_serializable("rankup_tf")
+class SparseMoEFFN(tf.keras.layers.Layer):
+  """Per-token sparse mixture of experts with ReLU routing (RankMixer).
+
+  Token t has E experts (GELU FFNs of width kD) and routers:
+
+      y_t = sum_e G_e(s_t) * expert_{t,e}(s_t),   G = ReLU(router_t(s_t))
+
+  Dense-training / sparse-inference (SPEC 2). **Decision** (the papers leave
+  how the inference router learns open): training outputs use the training
+  router, which has no penalty; a second, inference router is trained to
+  reproduce that output, ||y_infer - stop_gradient(y_train)||^2, under the
+  L1 penalty l1 * sum(G_infer), both added as layer losses (mean over the
+  batch). At inference (training=False) the inference router's gates are
+  used; its zero gates are what a sparse kernel would skip (this dense graph
+  still evaluates every expert).
+
+  Example:
+
+  ```python
+  moe = rankup_tf.layers.SparseMoEFFN(num_experts=4, expansion=2)
+  out = moe(tf.random.normal([32, 8, 64]), training=True)  # [32, 8, 64]
+  ```
+  """
+
+  def __init__(self, num_experts: int = 4, expansion: int = 4,
+               l1_penalty: float = 1e-3, **kwargs):
+    super().__init__(**kwargs)
+    if num_experts < 1:
+      raise ValueError(f"SparseMoEFFN: num_experts must be >= 1, got "
+                       f"{num_experts}.")
+    self.num_experts = num_experts
+    self.expansion = expansion
+    self.l1_penalty = l1_penalty
+
+  def build(self, input_shape):
+    t, d = _token_shape(input_shape, self)
+    e, h = self.num_experts, self.expansion * d
+    self._t, self._d = t, d
+    self.w1 = self.add_weight("w1", [t * e, d, h],
+                              initializer=per_token_uniform(d, h))
+    self.b1 = self.add_weight("b1", [t * e, 1, h], initializer="zeros")
+    self.w2 = self.add_weight("w2", [t * e, h, d],
+                              initializer=per_token_uniform(h, d))
+    self.b2 = self.add_weight("b2", [t * e, 1, d], initializer="zeros")
+    self.train_router = self.add_weight(
+        "train_router", [t, d, e], initializer=per_token_uniform(d, e))
+    self.inference_router = self.add_weight(
+        "inference_router", [t, d, e], initializer=per_token_uniform(d, e))
+    super().build(input_shape)
+
+  def call(self, tokens: tf.Tensor, training=None) -> tf.Tensor:
+    t, e = self._t, self.num_experts
+    x = tf.transpose(tokens, [1, 0, 2])  # [T, B, D]
+    batch = tf.shape(x)[1]
+    # Every expert of token t sees token t: [T*E, B, D].
+    expert_in = tf.reshape(tf.repeat(x[:, tf.newaxis], e, axis=1),
+                           [t * e, batch, self._d])
+    hidden = tf.nn.gelu(tf.matmul(expert_in, self.w1) + self.b1)
+    experts = tf.reshape(tf.matmul(hidden, self.w2) + self.b2,
+                         [t, e, batch, self._d])
+
+    def mix(router):
+      gates = tf.nn.relu(tf.matmul(x, router))  # [T, B, E]
+      gates_e = tf.transpose(gates, [0, 2, 1])[..., tf.newaxis]
+      return tf.reduce_sum(gates_e * experts, axis=1), gates
+
+    y_infer, infer_gates = mix(self.inference_router)
+    if training:
+      y_train, _ = mix(self.train_router)
+      self.add_loss(tf.reduce_mean(tf.reduce_sum(
+          tf.square(y_infer - tf.stop_gradient(y_train)), axis=[0, 2])))
+      self.add_loss(self.l1_penalty * tf.reduce_mean(
+          tf.reduce_sum(infer_gates, axis=[0, 2])))
+      y = y_train
+    else:
+      y = y_infer
+    return tf.transpose(y, [1, 0, 2])
+
+  def get_config(self):
+    return dict(super().get_config(), num_experts=self.num_experts,
+                expansion=self.expansion, l1_penalty=self.l1_penalty)
+
+
+def _make_ffn(expansion, activation, num_experts, moe_l1_penalty, name):
+  if num_experts:
+    return SparseMoEFFN(num_experts, expansion, moe_l1_penalty, name=name)
+  return PerTokenFFN(expansion, activation, name=name)
+
+
+class _Block(tf.keras.layers.Layer):
+  """A token mixer and a per-token FFN with residuals and LayerNorms."""
+
+  def __init__(self, expansion: int = 4, activation: str = "gelu",
+               num_experts: int = 0, moe_l1_penalty: float = 1e-3,
+               layer_norm_epsilon: float = 1e-6, **kwargs):
+    super().__init__(**kwargs)
+    self.expansion = expansion
+    self.activation = activation
+    self.num_experts = num_experts
+    self.moe_l1_penalty = moe_l1_penalty
+    self.layer_norm_epsilon = layer_norm_epsilon
+    self.mixer = TokenMixing(name="token_mixing")
+    self.ffn = _make_ffn(expansion, activation, num_experts, moe_l1_penalty,
+                         name="ffn")
+    self.norm1 = tf.keras.layers.LayerNormalization(
+        epsilon=layer_norm_epsilon, name="norm1")
+    self.norm2 = tf.keras.layers.LayerNormalization(
+        epsilon=layer_norm_epsilon, name="norm2")
+
+  def build(self, input_shape):
+    _token_shape(input_shape, self)
+    super().build(input_shape)
+
+  def call(self, tokens, training=None, return_states: bool = False):
+    """Returns the new tokens, or (tokens, {"mixer": S, "ffn": X'})."""
+    mixed, out = self._forward(tokens, training)
+    if return_states:
+      return out, {"mixer": mixed, "ffn": out}
+    return out
+
+  def _forward(self, x, training) -> Tuple[tf.Tensor, tf.Tensor]:
+    raise NotImplementedError
+
+  def get_config(self):
+    return dict(super().get_config(), expansion=self.expansion,
+                activation=self.activation, num_experts=self.num_experts,
+                moe_l1_penalty=self.moe_l1_penalty,
+                layer_norm_epsilon=self.layer_norm_epsilon)
+
+
+@tf.keras.utils.register_keras_serializable("rankup_tf")
+class RankMixerBlock(_Block):
+  """RankMixer's post-LN block (GELU per-token FFN by default):
+
+      S = LN(TM(X) + X);    X' = LN(PFFN(S) + S)
+
+  Example:
+
+  ```python
+  block = rankup_tf.layers.RankMixerBlock(expansion=4)
+  out = block(tf.random.normal([32, 8, 64]))        # [32, 8, 64]
+  ```
+  """
+
+  def _forward(self, x, training):
+    s = self.norm1(self.mixer(x) + x)
+    return s, self.norm2(self.ffn(s, training=training) + s)
+
+
+@tf.keras.utils.register_keras_serializable("rankup_tf")
+class RankUpBlock(_Block):
+  """RankUp's pre-LN block with a SwiGLU per-token FFN:
+
+      S = TM(LN(X)) + X;    X' = PFFN(LN(S)) + S
+
+  Example:
+
+  ```python
+  block = rankup_tf.layers.RankUpBlock(expansion=4)
+  out = block(tf.random.normal([32, 8, 64]))        # [32, 8, 64]
+  ```
+  """
+
+  def __init__(self, expansion: int = 4, activation: str = "swiglu",
+               **kwargs):
+    super().__init__(expansion=expansion, activation=activation, **kwargs)
+
+  def _forward(self, x, training):
+    s = self.mixer(self.norm1(x)) + x
+    return s, self.ffn(self.norm2(s), training=training) + s
+
+
+BLOCKS: Dict[str, type] = {"rankmixer": RankMixerBlock, "rankup": RankUpBlock}
+
+
+def make_block(style: str, name: Optional[str] = None, **kwargs) -> _Block:
+  if style not in BLOCKS:
+    raise ValueError(f"Unknown block style {style!r}; expected one of "
+                     f"{sorted(BLOCKS)}.")
+  return BLOCKS[style](name=name, **kwargs)

@@ -1,0 +1,395 @@
+"""Tokenizers: layers that turn embeddings and dense inputs into D-dim tokens.
+
+Field splits take one embedding view [B, M, d] (M fields of dim d) and
+return T_s sparse tokens [B, T_s, D]: fields are partitioned into T_s groups,
+each group's embeddings are concatenated and projected by that token's own
+weights. The three splits differ only in how fields are grouped:
+
+* `RandomPermutationSplit` (RankUp): a random permutation sigma, drawn once
+  from a seed, then an even split of the permuted list;
+* `SemanticGroupSplit` (RankMixer): fields of one semantic group together;
+* `OrderedSplit`: an even split in the fields' given order.
+
+The other tokenizers each return [B, n, D]: `GlobalToken` (n = 1),
+`CrossedPretrainedToken` (one per cross pair), `DenseToken` (n = 1),
+`TaskTokens` (one per task).
+"""
+
+from typing import List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from rankup_tf.layers import backbone
+
+GLOBAL_TOKEN_FUNCS = ("mlp", "fm", "dcn")
+
+
+def _view_shape(input_shape, layer):
+  shape = tf.TensorShape(input_shape)
+  if shape.rank != 3 or shape[1] is None or shape[2] is None:
+    raise ValueError(f"{layer.__class__.__name__} {layer.name!r} expects one "
+                     f"embedding view shaped [B, M, d] with known M and d, "
+                     f"got {shape}.")
+  return int(shape[1]), int(shape[2])
+
+
+class _FieldSplit(tf.keras.layers.Layer):
+  """Groups fields into tokens and projects each group with its own weights.
+
+  Subclasses implement `_groups(num_fields)` -> the field indices of each
+  token (`token_fields`, for reports), in the order `call` sees them. Groups
+  are padded to the largest group with an all-zero field, so all T_s
+  projections run as one batched contraction over [T_s, G*d, D].
+  """
+
+  def __init__(self, num_tokens: int, token_dim: int, **kwargs):
+    super().__init__(**kwargs)
+    if num_tokens < 1:
+      raise ValueError(f"{self.__class__.__name__}: num_tokens must be >= 1, "
+                       f"got {num_tokens}.")
+    self.num_tokens = num_tokens
+    self.token_dim = token_dim
+
+  def _groups(self, num_fields: int) -> List[List[int]]:
+    raise NotImplementedError
+
+  def _positions(self, token_fields: List[List[int]]) -> List[List[int]]:
+    """Where each token's fields sit in the tensor `call` projects."""
+    return token_fields
+
+  def build(self, input_shape):
+    num_fields, dim = _view_shape(input_shape, self)
+    if self.num_tokens > num_fields:
+      raise ValueError(
+          f"{self.__class__.__name__} {self.name!r}: {self.num_tokens} tokens "
+          f"from {num_fields} fields; every token needs at least one field.")
+    self.token_fields = self._groups(num_fields)
+    positions = self._positions(self.token_fields)
+    width = max(len(g) for g in positions)
+    padded = [g + [num_fields] * (width - len(g)) for g in positions]
+    self._gather = tf.constant(np.array(padded, np.int32).reshape(-1))
+    self._width, self._dim = width, dim
+    self.kernel = self.add_weight(
+        "kernel", [self.num_tokens, width * dim, self.token_dim],
+        initializer=backbone.per_token_uniform(width * dim, self.token_dim))
+    self.bias = self.add_weight("bias", [self.num_tokens, self.token_dim],
+                                initializer="zeros")
+    super().build(input_shape)
+
+  def call(self, embeddings: tf.Tensor) -> tf.Tensor:
+    batch = tf.shape(embeddings)[0]
+    padded = tf.pad(embeddings, [[0, 0], [0, 1], [0, 0]])  # zero field
+    grouped = tf.reshape(tf.gather(padded, self._gather, axis=1),
+                         [batch, self.num_tokens, self._width * self._dim])
+    return backbone.per_token_matmul(grouped, self.kernel) + self.bias
+
+  def get_config(self):
+    return dict(super().get_config(), num_tokens=self.num_tokens,
+                token_dim=self.token_dim)
+
+
+def even_split(fields: Sequence[int], parts: int) -> List[List[int]]:
+  """Splits a list into `parts` contiguous groups differing in size by <= 1."""
+  return [list(map(int, g)) for g in np.array_split(np.asarray(fields), parts)]
+
+
+@tf.keras.utils.register_keras_serializable("rankup_tf")
+class RandomPermutationSplit(_FieldSplit):
+  """RankUp's randomized permutation splitting (SPEC 3.1).
+
+  sigma is drawn once from `seed` when the layer first sees M fields (or
+  given as `permutation`), then the permuted fields are split evenly. sigma
+  is kept in `get_config` and as a non-trainable weight that `call` reads,
+  so checkpoints, SavedModels and reloaded configs share token identities.
+
+  Example:
+
+  ```python
+  split = rankup_tf.layers.RandomPermutationSplit(num_tokens=4, token_dim=32,
+                                                  seed=7)
+  tokens = split(tf.random.normal([8, 10, 16]))      # [8, 4, 32]
+  split.token_fields                                 # fields of each token
+  ```
+  """
+
+  def __init__(self, num_tokens: int, token_dim: int, seed: int = 0,
+               permutation: Optional[Sequence[int]] = None, **kwargs):
+    super().__init__(num_tokens, token_dim, **kwargs)
+    self.seed = seed
+    self.permutation = None if permutation is None else [int(i) for i in
+                                                         permutation]
+
+  def _groups(self, num_fields):
+    if self.permutation is None:
+      self.permutation = [int(i) for i in
+                          np.random.default_rng(self.seed).permutation(
+                              num_fields)]
+    if sorted(self.permutation) != list(range(num_fields)):
+      raise ValueError(f"RandomPermutationSplit {self.name!r}: permutation "
+                       f"{self.permutation} is not a permutation of "
+                       f"{num_fields} fields.")
+    return even_split(self.permutation, self.num_tokens)
+
+  def _positions(self, token_fields):
+    # `call` permutes the fields first, so each token's fields are
+    # contiguous.
+    return even_split(range(len(self.permutation)), self.num_tokens)
+
+  def build(self, input_shape):
+    super().build(input_shape)
+    self.stored_permutation = self.add_weight(
+        "permutation", [len(self.permutation)], dtype=tf.int32,
+        trainable=False,
+        initializer=tf.keras.initializers.Constant(self.permutation))
+
+  def call(self, embeddings):
+    return super().call(tf.gather(embeddings, self.stored_permutation,
+                                  axis=1))
+
+  def get_config(self):
+    return dict(super().get_config(), seed=self.seed,
+                permutation=self.permutation)
+
+
+@tf.keras.utils.register_keras_serializable("rankup_tf")
+class SemanticGroupSplit(_FieldSplit):
+  """RankMixer's semantic tokenization: a token never mixes groups.
+
+  Tokens are shared out to groups in proportion to their field counts (each
+  group gets at least one; largest remainder), and each group's fields are
+  split evenly over its tokens, in the given order.
+
+  Example:
+
+  ```python
+  split = rankup_tf.layers.SemanticGroupSplit(
+      num_tokens=3, token_dim=32, groups=["user", "user", "item", "ctx"])
+  tokens = split(tf.random.normal([8, 4, 16]))       # [8, 3, 32]
+  ```
+
+  Args:
+    groups: the semantic group of each field, in field order.
+  """
+
+  def __init__(self, num_tokens: int, token_dim: int,
+               groups: Sequence[str] = (), **kwargs):
+    super().__init__(num_tokens, token_dim, **kwargs)
+    self.groups = list(groups)
+
+  def _groups(self, num_fields):
+    if len(self.groups) != num_fields:
+      raise ValueError(f"SemanticGroupSplit {self.name!r}: {len(self.groups)} "
+                       f"group names for {num_fields} fields.")
+    names = list(dict.fromkeys(self.groups))
+    members = {n: [i for i, g in enumerate(self.groups) if g == n]
+               for n in names}
+    if self.num_tokens < len(names):
+      raise ValueError(
+          f"SemanticGroupSplit {self.name!r}: {self.num_tokens} tokens cannot "
+          f"keep {len(names)} semantic groups {names} apart; use at least "
+          f"{len(names)} sparse tokens.")
+    share = {n: self.num_tokens * len(members[n]) / num_fields for n in names}
+    tokens = {n: max(1, int(share[n])) for n in names}
+    by_remainder = sorted(names, key=lambda n: share[n] - int(share[n]),
+                          reverse=True)
+    while sum(tokens.values()) < self.num_tokens:
+      for n in by_remainder:
+        if (sum(tokens.values()) < self.num_tokens
+            and tokens[n] < len(members[n])):
+          tokens[n] += 1
+    while sum(tokens.values()) > self.num_tokens:
+      largest = max(names, key=lambda n: tokens[n])
+      tokens[largest] -= 1
+    return [g for n in names for g in even_split(members[n], tokens[n])]
+
+  def get_config(self):
+    return dict(super().get_config(), groups=self.groups)
+
+
+@tf.keras.utils.register_keras_serializable("rankup_tf")
+class OrderedSplit(_FieldSplit):
+  """Fields split evenly in their given order (an ablation baseline).
+
+  Example:
+
+  ```python
+  split = rankup_tf.layers.OrderedSplit(num_tokens=2, token_dim=32)
+  tokens = split(tf.random.normal([8, 5, 16]))       # [8, 2, 32]
+  ```
+  """
+
+  def _groups(self, num_fields):
+    return even_split(range(num_fields), self.num_tokens)
+
+
+SPLITS = {"random": RandomPermutationSplit, "semantic": SemanticGroupSplit,
+          "ordered": OrderedSplit}
+
+
+@tf.keras.utils.register_keras_serializable("rankup_tf")
+class GlobalToken(tf.keras.layers.Layer):
+  """One token summarizing all fields: g = func(Pool(view-1 embeddings)).
+
+  func:
+    * "mlp": the M field embeddings concatenated, then an MLP;
+    * "fm": FM bi-interaction pooling 0.5 ((sum e)^2 - sum e^2) [B, d];
+    * "dcn": the concatenation through DCNv2 cross layers (tfrs);
+  each followed by a projection to D.
+
+  Example:
+
+  ```python
+  g = rankup_tf.layers.GlobalToken(token_dim=32, func="fm")
+  token = g(tf.random.normal([8, 10, 16]))           # [8, 1, 32]
+  ```
+  """
+
+  def __init__(self, token_dim: int, func: str = "mlp",
+               hidden_units: Sequence[int] = (256,), num_cross_layers: int = 2,
+               **kwargs):
+    super().__init__(**kwargs)
+    if func not in GLOBAL_TOKEN_FUNCS:
+      raise ValueError(f"GlobalToken: unknown func {func!r}; expected one of "
+                       f"{GLOBAL_TOKEN_FUNCS}.")
+    self.token_dim = token_dim
+    self.func = func
+    self.hidden_units = list(hidden_units)
+    self.num_cross_layers = num_cross_layers
+    self._hidden = ([tf.keras.layers.Dense(u, activation="relu")
+                     for u in self.hidden_units] if func == "mlp" else [])
+    self._cross = ([tfrs.layers.dcn.Cross() for _ in range(num_cross_layers)]
+                   if func == "dcn" else [])
+    self._project = tf.keras.layers.Dense(token_dim, name="project")
+
+  def build(self, input_shape):
+    _view_shape(input_shape, self)
+    super().build(input_shape)
+
+  def call(self, embeddings: tf.Tensor) -> tf.Tensor:
+    if self.func == "fm":
+      total = tf.reduce_sum(embeddings, axis=1)
+      pooled = 0.5 * (tf.square(total) - tf.reduce_sum(tf.square(embeddings),
+                                                       axis=1))
+    else:
+      shape = tf.shape(embeddings)
+      pooled = tf.reshape(embeddings, [shape[0], embeddings.shape[1]
+                                       * embeddings.shape[2]])
+      x0 = pooled
+      for cross in self._cross:
+        pooled = cross(x0, pooled)
+      for dense in self._hidden:
+        pooled = dense(pooled)
+    return self._project(pooled)[:, tf.newaxis]
+
+  def get_config(self):
+    return dict(super().get_config(), token_dim=self.token_dim, func=self.func,
+                hidden_units=self.hidden_units,
+                num_cross_layers=self.num_cross_layers)
+
+
+@tf.keras.utils.register_keras_serializable("rankup_tf")
+class CrossedPretrainedToken(tf.keras.layers.Layer):
+  """One token per crossed pair: e = Proj_p(a_p * b_p) (SPEC 3.4).
+
+  Called on a list of (a, b) pairs of [B, dim_p] tensors: pretrained vectors
+  (e.g. two-tower user and item embeddings) or interaction-view embeddings of
+  two sparse fields. Each pair has its own projection.
+
+  Example:
+
+  ```python
+  cross = rankup_tf.layers.CrossedPretrainedToken(token_dim=32)
+  z_user, z_item = tf.random.normal([8, 16]), tf.random.normal([8, 16])
+  tokens = cross([(z_user, z_item)])                 # [8, 1, 32]
+  ```
+  """
+
+  def __init__(self, token_dim: int, **kwargs):
+    super().__init__(**kwargs)
+    self.token_dim = token_dim
+
+  def build(self, input_shape):
+    if not input_shape:
+      raise ValueError(f"CrossedPretrainedToken {self.name!r} needs at least "
+                       "one (a, b) pair.")
+    self._projections = []
+    for i, (a, b) in enumerate(input_shape):
+      a, b = tf.TensorShape(a), tf.TensorShape(b)
+      if a.rank != 2 or a[-1] is None or a[-1] != b[-1]:
+        raise ValueError(f"CrossedPretrainedToken {self.name!r}: pair {i} "
+                         f"needs two [B, dim] vectors of one dim, got {a} and "
+                         f"{b}.")
+      projection = tf.keras.layers.Dense(self.token_dim, name=f"project_{i}")
+      projection.build(a)
+      self._projections.append(projection)
+    super().build(input_shape)
+
+  def call(self, pairs) -> tf.Tensor:
+    return tf.stack([project(a * b) for project, (a, b) in
+                     zip(self._projections, pairs)], axis=1)
+
+  def get_config(self):
+    return dict(super().get_config(), token_dim=self.token_dim)
+
+
+@tf.keras.utils.register_keras_serializable("rankup_tf")
+class DenseToken(tf.keras.layers.Layer):
+  """The (normalized) dense features projected into one token.
+
+  Example:
+
+  ```python
+  token = rankup_tf.layers.DenseToken(token_dim=32)(tf.random.normal([8, 6]))
+  # [8, 1, 32]
+  ```
+  """
+
+  def __init__(self, token_dim: int, **kwargs):
+    super().__init__(**kwargs)
+    self.token_dim = token_dim
+    self._project = tf.keras.layers.Dense(token_dim, name="project")
+
+  def call(self, dense: tf.Tensor) -> tf.Tensor:
+    return self._project(dense)[:, tf.newaxis]
+
+  def get_config(self):
+    return dict(super().get_config(), token_dim=self.token_dim)
+
+
+@tf.keras.utils.register_keras_serializable("rankup_tf")
+class TaskTokens(tf.keras.layers.Layer):
+  """One learned token per task, the same for every example (SPEC 3.5).
+
+  Called on any tensor whose first dim is the batch.
+
+  Example:
+
+  ```python
+  tasks = rankup_tf.layers.TaskTokens(num_tasks=2, token_dim=32)
+  tokens = tasks(tf.zeros([8, 5]))                   # [8, 2, 32]
+  ```
+  """
+
+  def __init__(self, num_tasks: int, token_dim: int, **kwargs):
+    super().__init__(**kwargs)
+    if num_tasks < 1:
+      raise ValueError(f"TaskTokens: num_tasks must be >= 1, got "
+                       f"{num_tasks}.")
+    self.num_tasks = num_tasks
+    self.token_dim = token_dim
+
+  def build(self, input_shape):
+    self.tokens = self.add_weight(
+        "tokens", [self.num_tasks, self.token_dim],
+        initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02))
+    super().build(input_shape)
+
+  def call(self, batch_like: tf.Tensor) -> tf.Tensor:
+    batch = tf.shape(batch_like)[0]
+    return tf.tile(self.tokens[tf.newaxis], [batch, 1, 1])
+
+  def get_config(self):
+    return dict(super().get_config(), num_tasks=self.num_tasks,
+                token_dim=self.token_dim)

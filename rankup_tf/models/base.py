@@ -1,0 +1,161 @@
+"""What every ranking model shares: losses, metrics, steps and reports."""
+
+from typing import Dict
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+from tensorflow.python.framework import convert_to_constants
+
+from rankup_tf import features as features_lib
+from rankup_tf import schema as schema_lib
+from rankup_tf.layers import embedding as embedding_lib
+from rankup_tf.models import configs
+
+
+class RankingModel(tfrs.Model):
+  """Multi-task binary ranking on a schema; subclasses define `call`.
+
+  `call(features)` returns {task: logit [B]}. Each task has a
+  `tfrs.tasks.Ranking` with a summed binary cross-entropy; the loss divides
+  by the *global* batch size, so gradients summed across replicas of a
+  distribution strategy equal those of one replica on the whole batch.
+  Layer losses (e.g. the MoE penalty) are divided by the replica count for
+  the same reason.
+
+  Subclasses set `self.embedding` (a MultiEmbedding): its tables are the
+  `embedding_variables` a separate sparse optimizer trains.
+  """
+
+  config_class = configs.ModelConfig
+
+  def __init__(self, schema: schema_lib.Schema, config: configs.ModelConfig,
+               **kwargs):
+    super().__init__(**kwargs)
+    if not isinstance(config, self.config_class):
+      raise TypeError(f"{self.__class__.__name__} needs a "
+                      f"{self.config_class.__name__}, got "
+                      f"{type(config).__name__}.")
+    unknown = sorted(set(config.loss_weights) - set(schema.task_names))
+    if unknown:
+      raise ValueError(f"loss_weights name unknown task(s) {unknown}; the "
+                       f"schema's tasks are {schema.task_names}.")
+    self.schema = schema
+    self.config = config
+    self.loss_weights = {t: float(config.loss_weights.get(t, 1.0))
+                         for t in schema.task_names}
+    self.tasks = {
+        t: tfrs.tasks.Ranking(
+            loss=tf.keras.losses.BinaryCrossentropy(
+                from_logits=True, reduction=tf.keras.losses.Reduction.SUM),
+            metrics=[tf.keras.metrics.AUC(from_logits=True, name=f"{t}_auc")],
+            name=f"{t}_task")
+        for t in schema.task_names}
+    self.loss_tracker = tf.keras.metrics.Mean(name="loss")
+
+  def _embedding_stage(self, view_dims, view_features=None):
+    self.embedding = embedding_lib.MultiEmbedding(
+        self.schema.sparse_features, view_dims, view_features,
+        name="embedding")
+
+  def flat_inputs(self, features: Dict[str, tf.Tensor],
+                  embeddings: tf.Tensor) -> tf.Tensor:
+    """[B, M*d + dense + pretrained]: every input as one vector."""
+    parts = [tf.reshape(embeddings, [-1, embeddings.shape[1]
+                                     * embeddings.shape[2]])]
+    parts += [features[n][:, tf.newaxis] for n in self.schema.dense_names]
+    parts += [features[n] for n in self.schema.pretrained_names]
+    return tf.concat(parts, axis=1)
+
+  # -- training -------------------------------------------------------------
+  @property
+  def metrics(self):
+    return [self.loss_tracker] + [m for task in self.tasks.values()
+                                  for m in task.metrics]
+
+  @property
+  def embedding_variables(self):
+    return self.embedding.embedding_variables
+
+  @property
+  def dense_variables(self):
+    embedding_ids = {id(v) for v in self.embedding_variables}
+    return [v for v in self.trainable_variables
+            if id(v) not in embedding_ids]
+
+  def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
+    """Weighted task losses, summed and divided by the global batch."""
+    features, labels = inputs
+    logits = self(features, training=training)
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    batch = tf.shape(logits[self.schema.task_names[0]])[0]
+    global_batch = tf.cast(batch * replicas, tf.float32)
+    total = 0.0
+    for name, task in self.tasks.items():
+      weight = labels.get(name + schema_lib.WEIGHT_SUFFIX)
+      loss_sum = task(labels=labels[name][:, tf.newaxis],
+                      predictions=tf.cast(logits[name], tf.float32)[:, tf.newaxis],
+                      sample_weight=weight, training=training)
+      total += self.loss_weights[name] * loss_sum
+    loss = total / tf.maximum(global_batch, 1.0)
+    # The tracker averages over replicas: report this replica's mean.
+    self.loss_tracker.update_state(loss * replicas)
+    return loss
+
+  def _layer_loss(self):
+    if not self.losses:
+      return tf.constant(0.0)
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return tf.add_n([tf.cast(l, tf.float32) for l in self.losses]) / replicas
+
+  def train_step(self, inputs):
+    with tf.GradientTape() as tape:
+      loss = self.compute_loss(inputs, training=True) + self._layer_loss()
+      if isinstance(self.optimizer,
+                    tf.keras.mixed_precision.LossScaleOptimizer):
+        loss = self.optimizer.get_scaled_loss(loss)
+    gradients = tape.gradient(loss, self.trainable_variables)
+    if isinstance(self.optimizer,
+                  tf.keras.mixed_precision.LossScaleOptimizer):
+      gradients = self.optimizer.get_unscaled_gradients(gradients)
+    self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+    return {m.name: m.result() for m in self.metrics}
+
+  def test_step(self, inputs):
+    self.compute_loss(inputs, training=False)
+    return {m.name: m.result() for m in self.metrics}
+
+  # -- reports --------------------------------------------------------------
+  def build_from_schema(self) -> None:
+    """Creates every variable by calling the model on a placeholder batch."""
+    self(features_lib.placeholder_features(self.schema, 2), training=False)
+
+  def parameter_counts(self) -> Dict[str, int]:
+    """Trainable parameters: embedding tables, the rest, and the total."""
+    embedding = sum(int(tf.size(v)) for v in self.embedding_variables)
+    dense = sum(int(tf.size(v)) for v in self.dense_variables)
+    return {"embedding": embedding, "dense": dense, "total": embedding + dense}
+
+  def flops_per_example(self) -> int:
+    """Floating-point ops of one forward pass for one example.
+
+    Counted by TensorFlow's profiler on the frozen inference graph at batch
+    1 (matmuls as 2 per multiply-add, element-wise ops as 1 per element;
+    embedding lookups count 0).
+    """
+    placeholder = features_lib.placeholder_features(self.schema, 1)
+    function = tf.function(lambda f: self(f, training=False))
+    concrete = function.get_concrete_function(placeholder)
+    frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    profile = tf.compat.v1.profiler.profile(graph=frozen.graph,
+                                            options=options)
+    return int(profile.total_float_ops)
+
+  def get_config(self):
+    return {"schema": self.schema.to_dict(), "config": self.config.to_dict()}
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(schema_lib.Schema.from_dict(config["schema"]),
+               cls.config_class.from_dict(config["config"]))

@@ -1,0 +1,267 @@
+"""Layers: equations, configs, SavedModel round trips, use in user models."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import rankup_tf
+from rankup_tf import layers
+from rankup_tf import schema as schema_lib
+
+
+def _np_gelu(x):
+  return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / np.sqrt(2)))
+
+
+def _np_silu(x):
+  return x / (1.0 + np.exp(-x))
+
+
+def _np_layer_norm(x, eps=1e-6):
+  mean = x.mean(-1, keepdims=True)
+  var = x.var(-1, keepdims=True)
+  return (x - mean) / np.sqrt(var + eps)
+
+
+def _np_mix(x):
+  b, t, d = x.shape
+  out = np.zeros_like(x)
+  for h in range(t):
+    for s in range(t):
+      out[:, h, s * (d // t):(s + 1) * (d // t)] = \
+          x[:, s, h * (d // t):(h + 1) * (d // t)]
+  return out
+
+
+def test_token_mixing_matches_index_formula_and_has_no_weights():
+  x = np.random.default_rng(0).normal(size=(3, 4, 8)).astype(np.float32)
+  mixer = layers.TokenMixing()
+  np.testing.assert_array_equal(mixer(x).numpy(), _np_mix(x))
+  assert mixer.weights == []
+
+
+def test_token_mixing_names_t_and_d_when_not_divisible():
+  with pytest.raises(ValueError, match="D=10 is not divisible by the number "
+                     "of tokens T=4"):
+    layers.TokenMixing()(tf.zeros([2, 4, 10]))
+
+
+@pytest.mark.parametrize("activation", ["gelu", "swiglu"])
+def test_per_token_ffn_equals_independent_ffns(activation):
+  x = np.random.default_rng(1).normal(size=(5, 3, 8)).astype(np.float32)
+  ffn = layers.PerTokenFFN(expansion=2, activation=activation)
+  got = ffn(x).numpy()
+  w = {v.name.split("/")[-1].split(":")[0]: v.numpy() for v in ffn.weights}
+  for t in range(3):
+    s = x[:, t]
+    if activation == "gelu":
+      want = _np_gelu(s @ w["w1"][t] + w["b1"][t]) @ w["w2"][t] + w["b2"][t]
+    else:
+      want = (_np_silu(s @ w["w1"][t]) * (s @ w["w2"][t])) @ w["w3"][t]
+    np.testing.assert_allclose(got[:, t], want, rtol=1e-4, atol=1e-5)
+  # One [T, D, kD] tensor, not T layers.
+  assert w["w1"].shape == (3, 8, 16)
+
+
+def _block_weights(block):
+  return {v.name.split("/", 1)[1].split(":")[0]: v.numpy()
+          for v in block.weights}
+
+
+def test_rankmixer_block_matches_spec_equations():
+  x = np.random.default_rng(2).normal(size=(2, 2, 4)).astype(np.float32)
+  block = layers.RankMixerBlock(expansion=1)
+  got = block(x).numpy()
+  w = _block_weights(block)
+  s = _np_layer_norm(_np_mix(x) + x)
+  ffn = np.stack([_np_gelu(s[:, t] @ w["ffn/w1"][t] + w["ffn/b1"][t])
+                  @ w["ffn/w2"][t] + w["ffn/b2"][t] for t in range(2)], 1)
+  np.testing.assert_allclose(got, _np_layer_norm(ffn + s), rtol=1e-4,
+                             atol=1e-5)
+
+
+def test_rankup_block_matches_spec_equations():
+  x = np.random.default_rng(3).normal(size=(2, 2, 4)).astype(np.float32)
+  block = layers.RankUpBlock(expansion=1)
+  got, states = block(x, return_states=True)
+  w = _block_weights(block)
+  s = _np_mix(_np_layer_norm(x)) + x
+  n = _np_layer_norm(s)
+  ffn = np.stack([(_np_silu(n[:, t] @ w["ffn/w1"][t]) * (n[:, t]
+                                                         @ w["ffn/w2"][t]))
+                  @ w["ffn/w3"][t] for t in range(2)], 1)
+  np.testing.assert_allclose(states["mixer"].numpy(), s, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(got.numpy(), ffn + s, rtol=1e-4, atol=1e-5)
+
+
+def test_random_permutation_is_fixed_by_seed():
+  e = tf.random.normal([4, 10, 3])
+  a = layers.RandomPermutationSplit(3, 6, seed=5)
+  b = layers.RandomPermutationSplit(3, 6, seed=5)
+  c = layers.RandomPermutationSplit(3, 6, seed=6)
+  for layer in (a, b, c):
+    layer(e)
+  assert a.permutation == b.permutation != c.permutation
+  assert sorted(a.permutation) == list(range(10))
+  assert [f for group in a.token_fields for f in group] == a.permutation
+  assert a.get_config()["permutation"] == a.permutation
+
+
+def test_random_split_projects_the_permuted_groups():
+  e = np.random.default_rng(4).normal(size=(2, 5, 3)).astype(np.float32)
+  split = layers.RandomPermutationSplit(2, 4, seed=1)
+  got = split(e).numpy()
+  kernel, bias = split.kernel.numpy(), split.bias.numpy()
+  for t, fields in enumerate(split.token_fields):
+    flat = e[:, fields].reshape(2, -1)
+    width = kernel.shape[1]
+    flat = np.pad(flat, [(0, 0), (0, width - flat.shape[1])])
+    np.testing.assert_allclose(got[:, t], flat @ kernel[t] + bias[t],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_checkpointed_permutation_wins_over_the_seed(tmp_path):
+  e = tf.random.normal([4, 6, 2])
+  trained = layers.RandomPermutationSplit(2, 4, seed=1)
+  trained(e)
+  checkpoint = tf.train.Checkpoint(layer=trained).save(str(tmp_path / "ck"))
+  restored = layers.RandomPermutationSplit(2, 4, seed=99)
+  restored(e)
+  tf.train.Checkpoint(layer=restored).restore(checkpoint)
+  np.testing.assert_allclose(restored(e), trained(e))
+
+
+def test_semantic_split_never_mixes_groups():
+  groups = ["u"] * 5 + ["i"] * 3 + ["c"] * 2
+  split = layers.SemanticGroupSplit(4, 8, groups=groups)
+  split(tf.zeros([1, 10, 2]))
+  for fields in split.token_fields:
+    assert len({groups[f] for f in fields}) == 1
+  assert sorted(f for g in split.token_fields for f in g) == list(range(10))
+  with pytest.raises(ValueError, match="cannot keep 3 semantic groups"):
+    layers.SemanticGroupSplit(2, 8, groups=groups)(tf.zeros([1, 10, 2]))
+
+
+def _all_layers():
+  """(layer, inputs) for every public layer."""
+  rng = np.random.default_rng(5)
+  tokens = rng.normal(size=(4, 4, 8)).astype(np.float32)
+  view = rng.normal(size=(4, 6, 3)).astype(np.float32)
+  vec = rng.normal(size=(4, 5)).astype(np.float32)
+  fields = [schema_lib.SparseFeature("a", hash_buckets=7),
+            schema_lib.SparseFeature("b", dtype="int64", vocabulary=(3, 4))]
+  ids = {"a": tf.constant([1, 2, 3, 0], tf.int64),
+         "b": tf.constant([2, 3, 1, 0], tf.int64)}
+  return [
+      (layers.MultiEmbedding(fields, [3, 2], name="multi_embedding"), ids),
+      (layers.RandomPermutationSplit(3, 8, seed=2), view),
+      (layers.SemanticGroupSplit(2, 8, groups=["x"] * 3 + ["y"] * 3), view),
+      (layers.OrderedSplit(2, 8), view),
+      (layers.GlobalToken(8, "mlp", hidden_units=[6]), view),
+      (layers.GlobalToken(8, "fm"), view),
+      (layers.GlobalToken(8, "dcn"), view),
+      (layers.CrossedPretrainedToken(8), [(vec, vec * 2)]),
+      (layers.DenseToken(8), vec),
+      (layers.TaskTokens(2, 8), vec),
+      (layers.TokenMixing(), tokens),
+      (layers.PerTokenFFN(2, "gelu"), tokens),
+      (layers.PerTokenFFN(2, "swiglu"), tokens),
+      (layers.SparseMoEFFN(3, 2), tokens),
+      (layers.RankMixerBlock(2), tokens),
+      (layers.RankUpBlock(2), tokens),
+      (layers.TaskTowers(["p", "q"], [4], use_task_tokens=True), tokens),
+  ]
+
+
+_LAYER_CASES = [f"{i}-{type(layer).__name__}"
+                for i, (layer, _) in enumerate(_all_layers())]
+
+
+def _case(name):
+  return _all_layers()[int(name.split("-")[0])]
+
+
+@pytest.mark.parametrize("case", _LAYER_CASES)
+def test_get_config_round_trip_gives_the_same_layer(case):
+  layer, inputs = _case(case)
+  out = layer(inputs)
+  config = layer.get_config()
+  clone = type(layer).from_config(config)
+  clone(inputs)
+  clone.set_weights(layer.get_weights())
+  tf.nest.map_structure(np.testing.assert_allclose, clone(inputs), out)
+  assert clone.get_config() == config
+
+
+@pytest.mark.parametrize("case", _LAYER_CASES)
+def test_saved_model_reload_gives_identical_outputs(case, tmp_path):
+  layer, inputs = _case(case)
+  module = tf.Module()
+  module.layer = layer
+  module.serve = tf.function(lambda: layer(inputs, training=False))
+  expected = module.serve()
+  tf.saved_model.save(module, str(tmp_path / "saved"))
+  loaded = tf.saved_model.load(str(tmp_path / "saved"))
+  tf.nest.map_structure(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
+      loaded.serve(), expected)
+
+
+def test_layers_work_in_a_users_functional_model(tmp_path):
+  """A user's own inputs and embeddings, RankUp layers in the middle."""
+  user = tf.keras.Input(shape=(), dtype=tf.int64, name="user")
+  item = tf.keras.Input(shape=(), dtype=tf.int64, name="item")
+  hour = tf.keras.Input(shape=(), dtype=tf.int64, name="hour")
+  own_embedding = tf.keras.layers.Embedding(100, 8)
+  fields = tf.stack([own_embedding(user), own_embedding(item),
+                     own_embedding(hour)], axis=1)
+  tokens = layers.RandomPermutationSplit(2, 16, seed=3)(fields)
+  tokens = tf.concat([tokens, layers.TaskTokens(2, 16)(tokens)], axis=1)
+  tokens = layers.RankUpBlock(expansion=2)(tokens)
+  tokens = layers.RankMixerBlock(expansion=2)(tokens)
+  logits = layers.TaskTowers(["click", "buy"], [8],
+                             use_task_tokens=True)(tokens)
+  model = tf.keras.Model([user, item, hour], logits)
+  rng = np.random.default_rng(0)
+  x = [rng.integers(0, 100, 64) for _ in range(3)]
+  y = {"click": (x[0] % 2).astype(np.float32),
+       "buy": (x[1] % 3 == 0).astype(np.float32)}
+  model.compile("adam", loss=tf.keras.losses.BinaryCrossentropy(
+      from_logits=True))
+  history = model.fit(x, y, epochs=5, batch_size=16, verbose=0)
+  assert history.history["loss"][-1] < history.history["loss"][0]
+  path = str(tmp_path / "user_model")
+  model.save(path)
+  reloaded = tf.keras.models.load_model(path)
+  tf.nest.map_structure(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+      reloaded(x), model(x))
+
+
+def test_sparse_moe_trains_with_penalty_and_infers_with_its_router():
+  x = tf.random.normal([6, 4, 8])
+  moe = layers.SparseMoEFFN(num_experts=3, expansion=2, l1_penalty=0.5)
+  train_out = moe(x, training=True)
+  assert len(moe.losses) == 2  # imitation + L1 gate penalty
+  infer_out = moe(x, training=False)
+  assert not np.allclose(train_out, infer_out)
+  moe.inference_router.assign(moe.train_router)
+  np.testing.assert_allclose(moe(x, training=False), train_out, rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_multi_embedding_rejects_no_views_and_unknown_fields():
+  fields = [schema_lib.SparseFeature("a", hash_buckets=3)]
+  with pytest.raises(ValueError, match=r"at least one view \(K >= 1\)"):
+    layers.MultiEmbedding(fields, view_dims=[])
+  with pytest.raises(ValueError, match=r"view 0: unknown fields \['zz'\]"):
+    layers.MultiEmbedding(fields, [4], view_features=[["zz"]])
+  with pytest.raises(KeyError, match=r"lack the sparse feature\(s\) \['a'\]"):
+    layers.MultiEmbedding(fields, [4])({"b": tf.constant([1], tf.int64)})
+
+
+def test_every_public_name_is_importable():
+  for name in layers.__all__:
+    assert hasattr(rankup_tf.layers, name)

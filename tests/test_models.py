@@ -1,0 +1,208 @@
+"""Models: shapes for every config, bad configs, reports, distributed training."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+import rankup_tf
+from rankup_tf import features as features_lib
+from rankup_tf import models
+from data import synthetic
+from tests import tfexamples
+
+
+@pytest.fixture(scope="module")
+def schema():
+  return tfexamples.all_kinds_schema()
+
+
+@pytest.fixture(scope="module")
+def batch(schema, tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("batch") / "b.tfrecord")
+  tfexamples.write_records(path, [tfexamples.example(
+      tfexamples.all_kinds_row(i)) for i in range(16)])
+  return next(iter(rankup_tf.make_dataset(path, schema, 16, shuffle=False)))
+
+
+SMALL = dict(embedding_dim=4, tower_units=(8,))
+LADDER = {
+    "rankmixer": ("rankmixer", models.RankMixerConfig(
+        num_tokens=4, token_dim=16, **SMALL)),
+    "random_split": ("rankup", models.RankUpConfig(
+        num_tokens=4, token_dim=16, num_embedding_views=1, global_token=False,
+        cross_tokens=False, task_tokens=False, block="rankmixer",
+        ffn_activation="gelu", **SMALL)),
+    "global_multi_embedding": ("rankup", models.RankUpConfig(
+        num_tokens=4, token_dim=16, num_embedding_views=2, cross_tokens=False,
+        task_tokens=False, block="rankmixer", ffn_activation="gelu", **SMALL)),
+    "crossed": ("rankup", models.RankUpConfig(
+        num_tokens=8, token_dim=16, num_embedding_views=3, task_tokens=False,
+        block="rankmixer", ffn_activation="gelu", **SMALL)),
+    "task_tokens": ("rankup", models.RankUpConfig(
+        num_tokens=8, token_dim=16, block="rankmixer", ffn_activation="gelu",
+        **SMALL)),
+    "full_rankup": ("rankup", models.RankUpConfig(
+        num_tokens=8, token_dim=16, **SMALL)),
+    "rankup_fm_moe": ("rankup", models.RankUpConfig(
+        num_tokens=8, token_dim=32, global_token_func="fm", num_experts=2,
+        split="ordered", **SMALL)),
+    "rankup_dcn": ("rankup", models.RankUpConfig(
+        num_tokens=8, token_dim=16, global_token_func="dcn", **SMALL)),
+    "dcnv2": ("dcnv2", models.DCNv2Config(deep_units=(16,), **SMALL)),
+    "dlrm": ("dlrm", models.DLRMConfig(top_units=(16,), **SMALL)),
+    "dnn": ("dnn", models.DNNConfig(hidden_units=(16,), **SMALL)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LADDER))
+def test_output_shapes_for_every_config(schema, batch, case):
+  name, config = LADDER[case]
+  model = models.build_model(name, schema, config)
+  logits = model(batch[0])
+  assert sorted(logits) == ["buy", "click"]
+  assert all(v.shape == [16] for v in logits.values())
+  if hasattr(model, "token_states"):
+    states = model.token_states(batch[0])
+    assert list(states)[:3] == ["input", "block1_mixer", "block1_ffn"]
+    assert all(s.shape == [16, config.num_tokens, config.token_dim]
+               for s in states.values())
+
+
+def test_token_layout_and_views(schema):
+  model = models.RankUpModel(schema, LADDER["full_rankup"][1])
+  # global 1 + dense 1 + cross 2 (one pretrained, one sparse) + task 2.
+  assert model.token_counts == {"global": 1, "dense": 1, "cross": 2,
+                                "task": 2, "sparse": 2}
+  assert model.embedding.view_features == [
+      schema.sparse_names, schema.sparse_names, ["s_hash", "i_hash"]]
+
+
+def test_gradients_reach_every_view_and_weight(schema, batch):
+  model = models.RankUpModel(schema, LADDER["rankup_fm_moe"][1])
+  model.build_from_schema()
+  with tf.GradientTape() as tape:
+    loss = model.compute_loss(batch, training=True) + model._layer_loss()
+  variables = model.trainable_variables
+  gradients = tape.gradient(loss, variables)
+  for variable, gradient in zip(variables, gradients):
+    assert gradient is not None, variable.name
+    if isinstance(gradient, tf.IndexedSlices):
+      gradient = tf.convert_to_tensor(gradient)
+    assert float(tf.norm(gradient)) > 0, variable.name
+  views = {v.name.split("/")[-1].split("_")[0] for v in
+           model.embedding_variables}
+  assert views == {"view0", "view1", "view2"}
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(num_tokens=7, token_dim=16),
+     r"token_dim D=16 is not divisible by num_tokens T=7 .* T can be one of "
+     r"\[8\]"),
+    (dict(num_embedding_views=0), "num_embedding_views must be 1, 2 or 3"),
+    (dict(num_embedding_views=3, cross_tokens=False),
+     r"view\(s\) \[3\] would feed nothing"),
+    (dict(num_tokens=4, token_dim=16), "num_tokens=4 leaves no sparse tokens"),
+    (dict(num_tokens=16, token_dim=32),
+     "asks for 10 sparse tokens but the schema has 5 sparse fields"),
+    (dict(split="hash"), "Unknown split 'hash'"),
+    (dict(block="transformer"), "Unknown block style 'transformer'"),
+    (dict(global_token_func="fwfm"), "unknown func 'fwfm'"),
+    (dict(loss_weights={"purchase": 2.0}),
+     r"loss_weights name unknown task\(s\) \['purchase'\]"),
+])
+def test_bad_configs_raise_clear_errors(schema, change, message):
+  config = models.RankUpConfig(**dict(dict(num_tokens=8, token_dim=16,
+                                           **SMALL), **change))
+  with pytest.raises(ValueError, match=message):
+    models.RankUpModel(schema, config)
+
+
+def test_bad_schema_cross_pair_and_model_name(schema):
+  spec = dict(tfexamples.ALL_KINDS_SCHEMA,
+              crosses=[["u_vec", "missing_vec"]])
+  with pytest.raises(rankup_tf.SchemaError, match="names 'missing_vec'"):
+    rankup_tf.Schema.from_dict(spec)
+  with pytest.raises(ValueError, match="Unknown model 'xgboost'"):
+    models.build_model("xgboost", schema, models.DNNConfig())
+  with pytest.raises(TypeError, match="needs a RankUpConfig"):
+    models.RankUpModel(schema, models.DNNConfig())
+
+
+def test_parameter_counts_and_flops(schema):
+  def build(layers):
+    model = models.RankMixerModel(schema, models.RankMixerConfig(
+        num_tokens=4, token_dim=16, num_layers=layers, ffn_expansion=2,
+        **SMALL))
+    model.build_from_schema()
+    return model
+  one, two = build(1), build(2)
+  tables = sum(f.table_size * 4 for f in schema.sparse_features)
+  assert one.parameter_counts()["embedding"] == tables
+  block_params = (two.parameter_counts()["dense"]
+                  - one.parameter_counts()["dense"])
+  ffn_params = 2 * 4 * 16 * 32  # two [T, D, kD] kernels
+  assert block_params >= ffn_params
+  extra_flops = two.flops_per_example() - one.flops_per_example()
+  # A block's FLOPs are dominated by 2 per weight of its two matmuls.
+  assert 2 * ffn_params <= extra_flops <= 2 * 2 * ffn_params
+
+
+def test_config_round_trip(schema):
+  for name, config in LADDER.values():
+    again = type(config).from_dict(config.to_dict())
+    assert again == config
+    model = models.build_model(name, schema, config)
+    clone = type(model).from_config(model.get_config())
+    assert clone.config == config
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("synthetic"))
+  synthetic.generate(out, rows=6000, seed=1, num_users=300, num_items=200,
+                     num_shards=2, eval_fraction=0.0)
+  return out
+
+
+def _small_tables(schema):
+  """The same fields hashed into at most 500 buckets (fast tests)."""
+  spec = schema.to_dict()
+  for f in spec["sparse_features"]:
+    if "hash_buckets" in f:
+      f["hash_buckets"] = min(f["hash_buckets"], 500)
+  return rankup_tf.Schema.from_dict(spec)
+
+
+def _composite_optimizer(model):
+  return tfrs.experimental.optimizers.CompositeOptimizer([
+      (tf.keras.optimizers.legacy.Adagrad(0.05),
+       lambda: model.embedding_variables),
+      (tf.keras.optimizers.legacy.Adam(3e-3), lambda: model.dense_variables),
+  ])
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_every_model_trains_under_mirrored_strategy(synthetic_dir, name,
+                                                   mirrored_strategy):
+  schema = _small_tables(rankup_tf.Schema.load(
+      f"{synthetic_dir}/schema.json"))
+  strategy = mirrored_strategy
+  assert strategy.num_replicas_in_sync == 2
+  config = models.CONFIGS[name](embedding_dim=8, tower_units=(16,))
+  if name in ("rankup", "rankmixer"):
+    config = type(config).from_dict(dict(config.to_dict(), num_tokens=8,
+                                         token_dim=32))
+  with strategy.scope():
+    model = models.build_model(name, schema, config)
+    model.build_from_schema()
+    model.compile(optimizer=_composite_optimizer(model))
+  ds = strategy.distribute_datasets_from_function(
+      lambda ctx: rankup_tf.make_dataset(
+          f"{synthetic_dir}/train-*", schema,
+          ctx.get_per_replica_batch_size(128), repeat=True, input_context=ctx,
+          deterministic=True))
+  history = model.fit(ds, epochs=3, steps_per_epoch=8, verbose=0)
+  losses = history.history["loss"]
+  assert losses[-1] < losses[0], losses
+  assert np.isfinite(losses).all()
