@@ -13,10 +13,12 @@ FFN_ACTIVATIONS = ("gelu", "swiglu")
 def per_token_matmul(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
   """[B, T, I] x [T, I, O] -> [B, T, O]: every token its own matrix.
 
-  One batched contraction. Formulation chosen by measurement on the
-  development CPU (2 cores, B=2048, T=16, D=128, k=4, forward of a GELU
-  PFFN): einsum('btd,tdh->bth') 121 ms, transpose to [T, B, I] plus batched
-  tf.matmul 82 ms (benchmarks/per_token_ffn.py reproduces this).
+  One batched contraction (the SPEC rules out T separate layers). Chosen by
+  measurement on the 2-core development CPU, GELU PFFN at B=2048, T=16,
+  D=128, k=4 (`python -m benchmarks.per_token_ffn`): einsum('btd,tdh->bth')
+  took 1.17x the time of this transpose + batched tf.matmul forward and 1.38x
+  forward + backward. (T separate Dense layers took 0.69x / 0.80x there:
+  oneDNN fuses bias and GELU into 2-D matmuls but not into batched ones.)
   """
   y = tf.matmul(tf.transpose(x, [1, 0, 2]), kernel)
   return tf.transpose(y, [1, 0, 2])
