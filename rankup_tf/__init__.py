@@ -31,10 +31,11 @@ if not tf.keras.layers.Layer.__module__.startswith("tf_keras"):
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from rankup_tf import diagnostics  # noqa: E402
 from rankup_tf import layers  # noqa: E402
+from rankup_tf import metrics  # noqa: E402
 from rankup_tf import models  # noqa: E402
 from rankup_tf.input_pipeline import make_dataset  # noqa: E402
 from rankup_tf.schema import Schema, SchemaError  # noqa: E402
 
-__all__ = ["Schema", "SchemaError", "make_dataset", "layers", "models",
-           "diagnostics"]
+__all__ = ["Schema", "SchemaError", "make_dataset", "layers", "metrics",
+           "models", "diagnostics"]
 __version__ = "0.1.0"

@@ -251,3 +251,37 @@ def placeholder_features(schema: schema_lib.Schema,
   for f in schema.pretrained_features:
     features[f.name] = tf.zeros([batch_size, f.dim])
   return features
+
+
+def padded_raw_features(schema: schema_lib.Schema,
+                        serialized) -> Dict[str, tf.Tensor]:
+  """Serialized tf.Examples -> the padded raw tensors `predict_raw` takes.
+
+  The inverse of what `FeatureTransform.transform_padded` reads: sparse
+  fields [B] or [B, max_length] with `RAW_MISSING[dtype]` for no value,
+  dense fields [B] (defaults applied), pretrained vectors [B, dim]. For
+  clients and warmup requests built from real examples.
+  """
+  raw = tf.io.parse_example(serialized, parse_spec(schema, with_labels=False))
+  padded = {}
+  for f in schema.sparse_features:
+    width = f.max_length if f.multivalent else 1
+    values = raw[f.name][:, :width].to_tensor(
+        default_value=RAW_MISSING[f.dtype], shape=[None, width])
+    padded[f.name] = values if f.multivalent else values[:, 0]
+  for name in schema.dense_names + schema.pretrained_names:
+    padded[name] = raw[name]
+  return padded
+
+
+def raw_input_specs(schema: schema_lib.Schema) -> Dict[str, tf.TensorSpec]:
+  """TensorSpecs of the padded raw inputs, named as in the schema."""
+  specs = {}
+  for f in schema.sparse_features:
+    shape = [None, f.max_length] if f.multivalent else [None]
+    specs[f.name] = tf.TensorSpec(shape, tf_dtype(f.dtype), name=f.name)
+  for f in schema.dense_features:
+    specs[f.name] = tf.TensorSpec([None], tf.float32, name=f.name)
+  for f in schema.pretrained_features:
+    specs[f.name] = tf.TensorSpec([None, f.dim], tf.float32, name=f.name)
+  return specs

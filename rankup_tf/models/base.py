@@ -1,5 +1,8 @@
 """What every ranking model shares: losses, metrics, steps and reports."""
 
+import contextlib
+import os
+import sys
 from typing import Dict
 
 import tensorflow as tf
@@ -10,6 +13,26 @@ from rankup_tf import features as features_lib
 from rankup_tf import schema as schema_lib
 from rankup_tf.layers import embedding as embedding_lib
 from rankup_tf.models import configs
+
+
+@contextlib.contextmanager
+def _quiet_stdio():
+  """Silences file descriptors 1 and 2 (C++ and Python prints) for a while."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  saved = [os.dup(1), os.dup(2)]
+  with open(os.devnull, "w") as null:
+    os.dup2(null.fileno(), 1)
+    os.dup2(null.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os.dup2(saved[0], 1)
+      os.dup2(saved[1], 2)
+      for fd in saved:
+        os.close(fd)
 
 
 class RankingModel(tfrs.Model):
@@ -148,8 +171,9 @@ class RankingModel(tfrs.Model):
     frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
-    profile = tf.compat.v1.profiler.profile(graph=frozen.graph,
-                                            options=options)
+    with _quiet_stdio():  # the v1 profiler prints warnings we cannot act on
+      profile = tf.compat.v1.profiler.profile(graph=frozen.graph,
+                                              options=options)
     return int(profile.total_float_ops)
 
   def get_config(self):

@@ -1,0 +1,150 @@
+"""The training run's configuration: what flags turn into, saved in model_dir.
+
+`TrainConfig` holds everything a run needs besides the data itself; the
+model part is a `rankup_tf.models` config (`model_config`). The trainer
+writes it to `<model_dir>/train_config.json`, so a run can be reproduced
+or its model rebuilt without the flags.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+
+from rankup_tf import models
+from serving import restore
+
+STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+DENSE_OPTIMIZERS = ("adam", "rmsprop", "adagrad")
+SPARSE_OPTIMIZERS = ("adagrad", "sgd")
+CONFIG_FILE = restore.CONFIG_FILE
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  """A training run.
+
+  Attributes (data):
+    train_files, eval_files: TFRecord globs (comma-separated allowed);
+      eval_files may be empty (no evaluation).
+    schema: the schema JSON path.
+  Attributes (model):
+    model: a key of rankup_tf.models.MODELS.
+    model_config: that model's config.
+  Attributes (optimization):
+    global_batch_size: examples per step over all replicas.
+    train_steps: total steps (0: epochs x steps per data epoch).
+    epochs: passes over the training data when train_steps is 0.
+    steps_per_epoch: steps per data epoch (0: rows in stats.json next to the
+      schema // global_batch_size).
+    dense_optimizer, dense_learning_rate: for every non-embedding weight.
+    sparse_optimizer, sparse_learning_rate: for the embedding tables.
+    precision: float32, mixed_float16 or mixed_bfloat16.
+    jit_compile: XLA-compile the train step.
+    seed: seeds TensorFlow and the input shuffle.
+  Attributes (run):
+    model_dir: checkpoints, logs, train_config.json, metrics.json.
+    export_dir: SavedModel export base ('' : no export).
+    model_name: the served model's name (export_dir/model_name/version).
+    checkpoint_every_n_steps: checkpoints and the fault-tolerance backup.
+    keep_checkpoints: checkpoints kept.
+    eval_every_n_steps: full evaluation interval (0: only at the end).
+    erank_every_n_steps: effective-rank trajectory interval (0: off).
+    strategy: auto, mirrored, multi_worker or one_device.
+    num_logical_cpus: split the CPU into this many logical devices (tests
+      of MirroredStrategy without GPUs); 0 leaves devices alone.
+    skip_bad_records: skip and count bad input records instead of failing.
+  """
+  train_files: str
+  schema: str
+  model_dir: str
+  eval_files: str = ""
+  model: str = "rankup"
+  model_config: models.ModelConfig = dataclasses.field(
+      default_factory=models.RankUpConfig)
+  global_batch_size: int = 1024
+  train_steps: int = 0
+  epochs: int = 1
+  steps_per_epoch: int = 0
+  dense_optimizer: str = "adam"
+  dense_learning_rate: float = 1e-3
+  sparse_optimizer: str = "adagrad"
+  sparse_learning_rate: float = 0.05
+  precision: str = "float32"
+  jit_compile: bool = False
+  seed: int = 0
+  export_dir: str = ""
+  model_name: str = "rankup"
+  checkpoint_every_n_steps: int = 500
+  keep_checkpoints: int = 3
+  eval_every_n_steps: int = 0
+  erank_every_n_steps: int = 0
+  strategy: str = "auto"
+  num_logical_cpus: int = 0
+  skip_bad_records: bool = False
+
+  def __post_init__(self):
+    self.validate()
+
+  def validate(self) -> None:
+    """Raises ValueError naming the setting and what is wrong."""
+    def need(condition, message):
+      if not condition:
+        raise ValueError(message)
+    need(self.model in models.MODELS,
+         f"model {self.model!r} is unknown; expected one of "
+         f"{sorted(models.MODELS)}.")
+    need(isinstance(self.model_config, models.CONFIGS[self.model]),
+         f"model {self.model!r} needs a {models.CONFIGS[self.model].__name__}"
+         f", got {type(self.model_config).__name__}.")
+    need(self.global_batch_size > 0, "global_batch_size must be positive.")
+    need(self.train_steps >= 0 and self.epochs > 0
+         and self.steps_per_epoch >= 0,
+         "train_steps and steps_per_epoch must be >= 0, epochs > 0.")
+    need(self.strategy in STRATEGIES,
+         f"strategy {self.strategy!r} is unknown; expected one of "
+         f"{STRATEGIES}.")
+    need(self.precision in PRECISIONS,
+         f"precision {self.precision!r} is unknown; expected one of "
+         f"{PRECISIONS}.")
+    need(self.dense_optimizer in DENSE_OPTIMIZERS,
+         f"dense_optimizer {self.dense_optimizer!r} is unknown; expected one "
+         f"of {DENSE_OPTIMIZERS}.")
+    need(self.sparse_optimizer in SPARSE_OPTIMIZERS,
+         f"sparse_optimizer {self.sparse_optimizer!r} is unknown; expected "
+         f"one of {SPARSE_OPTIMIZERS}.")
+    need(self.checkpoint_every_n_steps > 0 and self.keep_checkpoints > 0,
+         "checkpoint_every_n_steps and keep_checkpoints must be positive.")
+    need(self.eval_every_n_steps >= 0 and self.erank_every_n_steps >= 0,
+         "eval_every_n_steps and erank_every_n_steps must be >= 0.")
+
+  def to_dict(self) -> Dict[str, Any]:
+    values = dataclasses.asdict(self)
+    values["model_config"] = self.model_config.to_dict()
+    return values
+
+  @classmethod
+  def from_dict(cls, values: Dict[str, Any]) -> "TrainConfig":
+    values = dict(values)
+    model = values.get("model", "rankup")
+    if model not in models.CONFIGS:
+      raise ValueError(f"model {model!r} is unknown; expected one of "
+                       f"{sorted(models.MODELS)}.")
+    values["model_config"] = models.CONFIGS[model].from_dict(
+        values.get("model_config", {}))
+    return cls(**values)
+
+  def save(self, path: Optional[str] = None) -> str:
+    path = path or os.path.join(self.model_dir, CONFIG_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as f:
+      f.write(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+    return path
+
+  @classmethod
+  def load(cls, path: str) -> "TrainConfig":
+    with tf.io.gfile.GFile(path) as f:
+      return cls.from_dict(json.load(f))

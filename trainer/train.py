@@ -1,0 +1,278 @@
+r"""Trains a ranking model on TFRecords of tf.Example.
+
+    python -m trainer.train --train_files=/tmp/data/train-* \
+        --eval_files=/tmp/data/eval-* --schema=/tmp/data/schema.json \
+        --model=rankup --model_dir=/tmp/run --export_dir=/tmp/export
+
+or `--flagfile=run.flags`. One machine with several GPUs:
+`--strategy=auto` (MirroredStrategy). Several hosts: `--strategy=multi_worker`
+with TF_CONFIG set on every host (README). Without GPUs,
+`--strategy=mirrored --num_logical_cpus=2` exercises MirroredStrategy.
+
+What happens: flags -> TrainConfig (saved as model_dir/train_config.json,
+with the schema as model_dir/schema.json) -> a preflight read of one batch
+(schema/data mismatches fail here, by name) -> model and composite optimizer
+(sparse optimizer for embedding tables, dense optimizer for the rest) under
+the strategy -> Keras fit with BackupAndRestore (a killed run resumes at its
+last backup step), kept checkpoints, a NaN guard, TensorBoard and the
+effective-rank callback -> whole-eval-set metrics (metrics.json) -> export
+and validation of a TF Serving SavedModel -> a summary table.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Dict, Optional
+
+from absl import app
+from absl import flags
+from absl import logging
+
+import rankup_tf
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from rankup_tf import diagnostics
+from rankup_tf import input_pipeline
+from rankup_tf import models
+from rankup_tf import schema as schema_lib
+from serving import export as export_lib
+from serving import restore
+from trainer import callbacks as callbacks_lib
+from trainer import config as config_lib
+from trainer import evaluation
+from trainer import flags as flags_lib
+from trainer import strategy as strategy_lib
+
+
+class TrainingError(RuntimeError):
+  """A run that cannot go on; the message says why."""
+
+
+def _optimizer(kind: str, learning_rate: float):
+  legacy = tf.keras.optimizers.legacy
+  return {"adam": legacy.Adam, "rmsprop": legacy.RMSprop,
+          "adagrad": legacy.Adagrad, "sgd": legacy.SGD}[kind](learning_rate)
+
+
+def make_optimizer(config: config_lib.TrainConfig, model):
+  """The sparse optimizer on embedding tables, the dense one on the rest."""
+  optimizer = tfrs.experimental.optimizers.CompositeOptimizer([
+      (_optimizer(config.sparse_optimizer, config.sparse_learning_rate),
+       lambda: model.embedding_variables),
+      (_optimizer(config.dense_optimizer, config.dense_learning_rate),
+       lambda: model.dense_variables),
+  ])
+  if config.precision == "mixed_float16":
+    optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+  return optimizer
+
+
+def steps_plan(config: config_lib.TrainConfig) -> Dict[str, int]:
+  """Total steps and the Keras epoch length (an evaluation interval)."""
+  total = config.train_steps
+  if not total:
+    per_epoch = config.steps_per_epoch
+    if not per_epoch:
+      stats_path = os.path.join(os.path.dirname(config.schema), "stats.json")
+      if not tf.io.gfile.exists(stats_path):
+        raise ValueError(f"Set --train_steps or --steps_per_epoch: there is "
+                         f"no {stats_path} to count training rows from.")
+      with tf.io.gfile.GFile(stats_path) as f:
+        rows = json.load(f)["train"]["rows"]
+      per_epoch = rows // config.global_batch_size
+      if per_epoch < 1:
+        raise ValueError(f"{stats_path} counts {rows} training rows, fewer "
+                         f"than one global batch of "
+                         f"{config.global_batch_size}.")
+    total = per_epoch * config.epochs
+  loop = config.eval_every_n_steps or total
+  if total % loop:
+    raise ValueError(f"{total} training steps are not a whole number of "
+                     f"--eval_every_n_steps={loop} intervals.")
+  return {"total": total, "loop": loop, "loops": total // loop}
+
+
+def _preflight(config: config_lib.TrainConfig,
+               schema: schema_lib.Schema) -> None:
+  """Reads one batch of each split so a schema/data mismatch fails now,
+  naming the file and feature, before any model is built."""
+  for name, pattern in (("train", config.train_files),
+                        ("eval", config.eval_files)):
+    if not pattern:
+      continue
+    dataset = rankup_tf.make_dataset(pattern, schema, batch_size=8,
+                                     shuffle=False, deterministic=True,
+                                     drop_remainder=False)
+    try:
+      next(iter(dataset))
+    except tf.errors.OpError as e:
+      raise TrainingError(f"The {name} data does not match the schema "
+                          f"{config.schema}: {e.message.splitlines()[0]}"
+                          ) from None
+
+
+def _write_run_files(config: config_lib.TrainConfig,
+                     schema: schema_lib.Schema) -> None:
+  tf.io.gfile.makedirs(config.model_dir)
+  config.save()
+  schema.save(os.path.join(config.model_dir, restore.SCHEMA_FILE))
+
+
+def _validate_export(path: str, config: config_lib.TrainConfig) -> None:
+  """serving.validate in a fresh process; raises if it fails."""
+  examples = config.eval_files or config.train_files
+  result = subprocess.run(
+      [sys.executable, "-m", "serving.validate", f"--export_dir={path}",
+       f"--model_dir={config.model_dir}", f"--examples={examples}"],
+      capture_output=True, text=True,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  if result.returncode != 0:
+    raise TrainingError(f"Export {path} failed validation:\n"
+                        f"{result.stdout}{result.stderr[-3000:]}")
+  print(result.stdout.strip(), flush=True)
+
+
+def _summary(config, model, strategy, plan, throughput, wall_seconds,
+             eval_result, export_path) -> Dict:
+  counts = model.parameter_counts()
+  summary = {
+      "model": config.model, "steps": plan["total"],
+      "global_batch_size": config.global_batch_size,
+      "replicas": strategy.num_replicas_in_sync,
+      "parameters": counts, "flops_per_example": model.flops_per_example(),
+      "wall_seconds": round(wall_seconds, 1),
+      "train_examples_per_sec": round(throughput.rate, 1),
+      "eval": eval_result["tasks"] if eval_result else None,
+      "export": export_path,
+  }
+  rows = [("model", config.model), ("steps", plan["total"]),
+          ("replicas", summary["replicas"]),
+          ("params (embedding / dense)",
+           f"{counts['embedding']:,} / {counts['dense']:,}"),
+          ("FLOPs per example (forward)",
+           f"{summary['flops_per_example']:,}"),
+          ("wall time", f"{wall_seconds:.1f} s"),
+          ("train examples/s", f"{throughput.rate:,.0f}")]
+  for task, values in (summary["eval"] or {}).items():
+    rows.append((f"{task} AUC / GAUC / logloss / calibration",
+                 " / ".join(f"{values[k]:.4f}" if k in values else "-"
+                            for k in ("auc", "gauc", "logloss",
+                                      "calibration"))))
+  if export_path:
+    rows.append(("export", export_path))
+  width = max(len(r[0]) for r in rows)
+  print("\n" + "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows),
+        flush=True)
+  return summary
+
+
+def run(config: config_lib.TrainConfig,
+        strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
+  """Trains, evaluates and exports as `config` says; returns the summary."""
+  strategy = strategy or strategy_lib.make_strategy(config.strategy)
+  chief = strategy_lib.is_chief(strategy)
+  tf.keras.utils.set_random_seed(config.seed)
+  schema = schema_lib.Schema.load(config.schema)
+  plan = steps_plan(config)
+  _preflight(config, schema)
+  if chief:
+    _write_run_files(config, schema)
+  # Non-chief workers write their (required) copies to scratch folders.
+  work_dir = (config.model_dir if chief else os.path.join(
+      config.model_dir, "workers", strategy_lib.task_name(strategy)))
+  tf.keras.mixed_precision.set_global_policy(config.precision)
+  try:
+    with strategy.scope():
+      model = models.build_model(config.model, schema, config.model_config)
+      model.build_from_schema()
+      model.compile(optimizer=make_optimizer(config, model),
+                    jit_compile=config.jit_compile)
+  finally:
+    tf.keras.mixed_precision.set_global_policy("float32")
+
+  bad_records = (input_pipeline.BadRecordCounter()
+                 if config.skip_bad_records else None)
+  train_data = strategy.distribute_datasets_from_function(
+      lambda context: rankup_tf.make_dataset(
+          config.train_files, schema,
+          context.get_per_replica_batch_size(config.global_batch_size),
+          repeat=True, input_context=context, seed=config.seed,
+          bad_records=bad_records))
+
+  throughput = callbacks_lib.Throughput(config.global_batch_size)
+  callbacks = [
+      tf.keras.callbacks.BackupAndRestore(
+          os.path.join(config.model_dir, "backup"),
+          save_freq=config.checkpoint_every_n_steps),
+      throughput, callbacks_lib.NaNGuard(),
+      callbacks_lib.KeptCheckpoints(
+          os.path.join(work_dir, restore.CHECKPOINT_DIR),
+          config.checkpoint_every_n_steps, config.keep_checkpoints),
+  ]
+  evaluator = None
+  if chief:
+    log_dir = os.path.join(config.model_dir, "logs")
+    callbacks.append(tf.keras.callbacks.TensorBoard(log_dir,
+                                                    update_freq=100))
+    if config.eval_files:
+      evaluator = evaluation.Evaluator(model, config.eval_files,
+                                       config.global_batch_size,
+                                       config.model_dir, log_dir)
+      if config.eval_every_n_steps:
+        callbacks.append(callbacks_lib.PeriodicEvaluation(evaluator))
+    if config.erank_every_n_steps and hasattr(model, "token_states"):
+      probe, _ = next(iter(rankup_tf.make_dataset(
+          config.eval_files or config.train_files, schema, 256,
+          shuffle=False, deterministic=True)))
+      callbacks.append(diagnostics.EffectiveRankCallback(
+          probe, config.erank_every_n_steps, config.model_dir, log_dir))
+
+  start = time.time()
+  model.fit(train_data, epochs=plan["loops"], steps_per_epoch=plan["loop"],
+            callbacks=callbacks, verbose=1 if chief else 2)
+  wall = time.time() - start
+  if bad_records is not None:
+    print(f"bad input skipped: {bad_records.result()}", flush=True)
+  if not chief:
+    return {"model": config.model, "steps": plan["total"], "chief": False}
+
+  eval_result = None
+  if evaluator is not None:
+    eval_result = (evaluator.history[-1] if evaluator.history
+                   and evaluator.history[-1]["step"] == plan["total"]
+                   else evaluator(plan["total"]))
+  export_path = None
+  if config.export_dir:
+    export_path = export_lib.export_saved_model(
+        model, schema, config.export_dir, config.model_name,
+        export_lib.read_examples(config.eval_files or config.train_files, 8))
+    _validate_export(export_path, config)
+  summary = _summary(config, model, strategy, plan, throughput, wall,
+                     eval_result, export_path)
+  with tf.io.gfile.GFile(os.path.join(config.model_dir, "summary.json"),
+                         "w") as f:
+    json.dump(summary, f, indent=2)
+  return summary
+
+
+def main(argv):
+  del argv
+  strategy_lib.configure_logical_cpus(flags.FLAGS.num_logical_cpus)
+  try:
+    config = flags_lib.config_from_flags()
+    run(config)
+  except (ValueError, FileNotFoundError, schema_lib.SchemaError,
+          TrainingError, callbacks_lib.NaNLossError,
+          tf.errors.OpError) as e:
+    message = e.message if isinstance(e, tf.errors.OpError) else str(e)
+    logging.error("training failed: %s", message)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  flags_lib.define_flags()
+  app.run(main)
