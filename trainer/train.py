@@ -28,7 +28,6 @@ from typing import Dict, Optional
 
 from absl import app
 from absl import flags
-from absl import logging
 
 import rankup_tf
 import tensorflow as tf
@@ -236,8 +235,6 @@ def run(config: config_lib.TrainConfig,
   wall = time.time() - start
   if bad_records is not None:
     print(f"bad input skipped: {bad_records.result()}", flush=True)
-  if not chief:
-    return {"model": config.model, "steps": plan["total"], "chief": False}
 
   eval_result = None
   if evaluator is not None:
@@ -246,10 +243,19 @@ def run(config: config_lib.TrainConfig,
                    else evaluator(plan["total"]))
   export_path = None
   if config.export_dir:
+    # Saving reads synced-on-read variables (metrics) with collectives, so
+    # every worker saves; only the chief's copy is kept and validated.
+    export_base = (config.export_dir if chief
+                   else os.path.join(work_dir, "scratch_export"))
     export_path = export_lib.export_saved_model(
-        model, schema, config.export_dir, config.model_name,
+        model, schema, export_base, config.model_name,
         export_lib.read_examples(config.eval_files or config.train_files, 8))
-    _validate_export(export_path, config)
+    if chief:
+      _validate_export(export_path, config)
+    else:
+      tf.io.gfile.rmtree(export_base)
+  if not chief:
+    return {"model": config.model, "steps": plan["total"], "chief": False}
   summary = _summary(config, model, strategy, plan, throughput, wall,
                      eval_result, export_path)
   with tf.io.gfile.GFile(os.path.join(config.model_dir, "summary.json"),
@@ -268,7 +274,6 @@ def main(argv):
           TrainingError, callbacks_lib.NaNLossError,
           tf.errors.OpError) as e:
     message = e.message if isinstance(e, tf.errors.OpError) else str(e)
-    logging.error("training failed: %s", message)
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(1)
 

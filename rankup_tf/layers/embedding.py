@@ -5,6 +5,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
+from tensorflow.python.ops import resource_variable_ops
 
 from rankup_tf import schema as schema_lib
 
@@ -125,7 +126,8 @@ class MultiEmbedding(tf.keras.layers.Layer):
     ids = {f"view{k}": {name: _shift(inputs[name], self._offsets[(k, name)])
                         for name in fields}
            for k, fields in enumerate(self.view_features)}
-    looked_up = self._embedding(ids)
+    with tf.variable_creator_scope(_string_variables_stay_local):
+      looked_up = self._embedding(ids)
     return [tf.stack([looked_up[f"view{k}"][name] for name in fields], axis=1)
             for k, fields in enumerate(self.view_features)]
 
@@ -133,6 +135,22 @@ class MultiEmbedding(tf.keras.layers.Layer):
     return dict(super().get_config(),
                 features=[dataclasses.asdict(f) for f in self.features],
                 view_dims=self.view_dims, view_features=self.view_features)
+
+
+def _string_variables_stay_local(next_creator, **kwargs):
+  """Creates string variables outside any distribution strategy.
+
+  Off TPU, TPUEmbedding keeps an (unused) SparseCore layout string variable;
+  MultiWorkerMirroredStrategy cannot broadcast a string initial value, and
+  the string needs no syncing. ResourceVariable's constructor skips the
+  variable-creator stack.
+  """
+  if kwargs.get("dtype") is not None and tf.as_dtype(
+      kwargs["dtype"]) == tf.string:
+    return resource_variable_ops.ResourceVariable(
+        initial_value=kwargs["initial_value"], trainable=False,
+        name=kwargs.get("name"), dtype=tf.string)
+  return next_creator(**kwargs)
 
 
 def _shift(ids, offset: int):
