@@ -177,6 +177,10 @@ def test_killed_run_resumes_to_the_same_total_steps(data_dir, tmp_path):
   assert resumed["step"] == straight["step"] == 40
   assert tf.train.latest_checkpoint(str(killed_dir / "checkpoints")
                                     ).endswith("ckpt-40")
+  # It resumed from a backup (every 5 steps, at least step 15), not step 0.
+  summary = json.load(open(killed_dir / "summary.json"))
+  assert summary["steps"] == 40
+  assert summary["steps_run_by_this_process"] <= 25
   for task in ("click", "conversion"):
     assert abs(resumed["tasks"][task]["auc"]
                - straight["tasks"][task]["auc"]) < 0.05

@@ -25,6 +25,7 @@ class Throughput(tf.keras.callbacks.Callback):
   def __init__(self, global_batch_size: int):
     super().__init__()
     self.global_batch_size = global_batch_size
+    self.batches = 0  # run by this process (fewer after a resume)
     self.examples = 0
     self.seconds = 0.0
     self._first_batch_done = False
@@ -35,6 +36,7 @@ class Throughput(tf.keras.callbacks.Callback):
 
   def on_train_batch_end(self, batch, logs=None):
     elapsed = time.perf_counter() - self._start
+    self.batches += 1
     if not self._first_batch_done:
       self._first_batch_done = True
       return

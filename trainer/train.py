@@ -139,6 +139,7 @@ def _summary(config, model, strategy, plan, throughput, wall_seconds,
   counts = model.parameter_counts()
   summary = {
       "model": config.model, "steps": plan["total"],
+      "steps_run_by_this_process": throughput.batches,
       "global_batch_size": config.global_batch_size,
       "replicas": strategy.num_replicas_in_sync,
       "parameters": counts, "flops_per_example": model.flops_per_example(),
