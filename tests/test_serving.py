@@ -1,0 +1,315 @@
+"""Serving: export layout, validation, gRPC/REST clients over real
+protocols, bad requests, versions, the op check, config."""
+
+import os
+import subprocess
+import sys
+from concurrent import futures
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+import rankup_tf
+from rankup_tf import features as features_lib
+from rankup_tf import models
+from serving import client as client_lib
+from serving import config as serving_config
+from serving import export as export_lib
+from serving import op_check
+from serving import restore
+from trainer import config as train_config
+from tests import serving_double
+from tests import tfexamples
+from tests.conftest import REPO
+
+MODEL_CONFIG = models.RankUpConfig(num_tokens=8, token_dim=16,
+                                   embedding_dim=4, tower_units=(8,))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A model_dir as the trainer leaves it, and real examples."""
+  root = tmp_path_factory.mktemp("serving")
+  schema = tfexamples.all_kinds_schema()
+  data = tfexamples.write_records(str(root / "data.tfrecord"), [
+      tfexamples.example(tfexamples.all_kinds_row(i)) for i in range(64)])
+  model = models.RankUpModel(schema, MODEL_CONFIG)
+  model.build_from_schema()
+  model.compile(optimizer=tf.keras.optimizers.legacy.Adam(0.01))
+  model.fit(rankup_tf.make_dataset(data, schema, 16, repeat=True),
+            steps_per_epoch=5, verbose=0)
+  model_dir = str(root / "run")
+  train_config.TrainConfig(train_files=data, schema="unused",
+                           model_dir=model_dir,
+                           model_config=MODEL_CONFIG).save()
+  schema.save(os.path.join(model_dir, restore.SCHEMA_FILE))
+  tf.train.Checkpoint(model=model).save(
+      os.path.join(model_dir, restore.CHECKPOINT_DIR, "ckpt"))
+  examples = export_lib.read_examples(data, 64)
+  return {"model": model, "schema": schema, "data": data,
+          "model_dir": model_dir, "examples": examples, "root": root}
+
+
+@pytest.fixture(scope="module")
+def export_base(trained):
+  base = str(trained["root"] / "export")
+  export_lib.export_saved_model(trained["model"], trained["schema"], base,
+                                "rankup", trained["examples"][:4])
+  return base
+
+
+@pytest.fixture(scope="module")
+def grpc_server(export_base):
+  server, address = serving_double.start_grpc(export_base)
+  yield address
+  server.stop(None)
+
+
+def _expected(trained, examples):
+  features, _ = features_lib.FeatureTransform(trained["schema"]).parse(
+      tf.constant(examples), with_labels=False)
+  logits = trained["model"](features, training=False)
+  return {t: tf.sigmoid(v).numpy() for t, v in logits.items()}
+
+
+def test_export_layout_and_warmup(export_base):
+  version = os.path.join(export_base, "rankup", "1")
+  assert sorted(os.listdir(os.path.join(export_base, "rankup"))) == ["1"]
+  assert os.path.exists(os.path.join(version, "saved_model.pb"))
+  warmup = os.path.join(version, "assets.extra", export_lib.WARMUP_FILE)
+  logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+          for r in tf.data.TFRecordDataset(warmup)]
+  assert sorted(l.predict_log.request.model_spec.signature_name
+                for l in logs) == ["predict_raw", "serving_default"]
+  examples = tf.make_ndarray(
+      logs[0].predict_log.request.inputs[export_lib.EXAMPLES_INPUT])
+  assert len(examples) == 4  # real examples
+  loaded = tf.saved_model.load(version)
+  outputs = loaded.signatures["serving_default"](
+      examples=tf.constant(examples))
+  assert sorted(outputs) == ["buy", "click"]
+  assert outputs["click"].shape == [4] and outputs["click"].dtype == tf.float32
+
+
+def test_validate_in_a_fresh_process(export_base, trained):
+  result = subprocess.run(
+      [sys.executable, "-m", "serving.validate",
+       f"--export_dir={export_base}/rankup/1", f"--examples={trained['data']}",
+       f"--model_dir={trained['model_dir']}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "export validation passed" in result.stdout
+  assert "'predict_raw', 'serving_default'" in result.stdout
+  diff = float(result.stdout.split("in_memory_max_abs_diff=")[1].split(",")[0])
+  assert diff <= 1e-5
+
+
+def test_grpc_client_over_the_wire_matches_the_model(grpc_server, trained):
+  client = client_lib.GrpcClient(grpc_server, "rankup")
+  examples = trained["examples"][:7]
+  expected = _expected(trained, examples)
+  by_examples = client.predict_examples(examples)
+  raw = {k: v.numpy() for k, v in features_lib.padded_raw_features(
+      trained["schema"], tf.constant(examples)).items()}
+  by_raw = client.predict_raw(raw)
+  for task in ("click", "buy"):
+    np.testing.assert_allclose(by_examples[task], expected[task], atol=1e-5)
+    np.testing.assert_allclose(by_raw[task], expected[task], atol=1e-5)
+  client.close()
+
+
+def _grpc_error(client, request):
+  with pytest.raises(grpc.RpcError) as error:
+    client.predict(request)
+  return error.value
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing_feature", "u_vec"),
+    ("wrong_dtype", "Expects arg 's_hash' to be string but float"),
+    ("unknown_signature", "Serving signature key \"predict_all\" not found"),
+    ("empty_batch", "empty batch"),
+    ("garbage", "Could not parse example input, value: 'not a tf.Example"),
+    ("binary_garbage", "Could not parse example input"),
+    ("missing_input", "missing inputs ['i_hash']"),
+])
+def test_bad_requests_get_invalid_argument(grpc_server, trained, case,
+                                           message):
+  client = client_lib.GrpcClient(grpc_server, "rankup", retries=0)
+  schema = trained["schema"]
+  raw = {k: v.numpy() for k, v in features_lib.padded_raw_features(
+      schema, tf.constant(trained["examples"][:2])).items()}
+  if case == "missing_feature":
+    row = tfexamples.all_kinds_row(3)
+    del row["u_vec"]
+    request = client.request({"examples": np.array(
+        [tfexamples.example(row)], dtype=object)}, "serving_default")
+  elif case == "wrong_dtype":
+    raw["s_hash"] = np.array([1.5, 2.5], np.float32)
+    request = client.request(raw, "predict_raw")
+  elif case == "unknown_signature":
+    request = client.request({"examples": np.array(
+        trained["examples"][:1], dtype=object)}, "predict_all")
+  elif case == "empty_batch":
+    request = client.request({"examples": np.array([], dtype=object)},
+                             "serving_default")
+  elif case == "garbage":
+    request = client.request({"examples": np.array(
+        [b"not a tf.Example at all"], dtype=object)}, "serving_default")
+  elif case == "binary_garbage":
+    request = client.request({"examples": np.array(
+        [b"\x08\x96\x01\xff\xfe"], dtype=object)}, "serving_default")
+  else:
+    del raw["i_hash"]
+    request = client.request(raw, "predict_raw")
+  error = _grpc_error(client, request)
+  assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+  assert message in error.details(), error.details()
+  # The export did not take the serving process down.
+  assert client.predict_examples(trained["examples"][:1])["click"].shape == (1,)
+
+
+def test_reexport_adds_a_version_while_the_old_one_answers(trained,
+                                                           tmp_path):
+  base = str(tmp_path / "export")
+  model, schema = trained["model"], trained["schema"]
+  first = export_lib.export_saved_model(model, schema, base, "rankup",
+                                        trained["examples"][:2])
+  server, address = serving_double.start_grpc(base)
+  client = client_lib.GrpcClient(address, "rankup")
+  try:
+    before = client.predict_examples(trained["examples"][:5])
+    kernel = model.towers._towers["click"].layers[-1].kernel
+    original = kernel.numpy()
+    kernel.assign(original + 1.0)
+    second = export_lib.export_saved_model(model, schema, base, "rankup",
+                                           trained["examples"][:2])
+    kernel.assign(original)
+    assert (first.endswith("/1"), second.endswith("/2")) == (True, True)
+    latest = client.predict_examples(trained["examples"][:5])
+    old = client.predict_examples(trained["examples"][:5], version=1)
+    np.testing.assert_allclose(old["click"], before["click"], atol=1e-6)
+    assert not np.allclose(latest["click"], before["click"])
+  finally:
+    server.stop(None)
+
+
+def test_failed_export_leaves_nothing_behind(trained, tmp_path, monkeypatch):
+  def refuse(path):
+    raise op_check.NonCoreOpError("simulated")
+  monkeypatch.setattr(op_check, "check_export", refuse)
+  with pytest.raises(op_check.NonCoreOpError):
+    export_lib.export_saved_model(trained["model"], trained["schema"],
+                                  str(tmp_path), "rankup",
+                                  trained["examples"][:1])
+  assert os.listdir(tmp_path / "rankup") == []
+
+
+def test_op_check_rejects_a_non_core_op(export_base, tmp_path):
+  saved = op_check.read_saved_model(f"{export_base}/rankup/1")
+  ops = op_check.graph_ops(saved)
+  assert {"ParseExampleV2", "StringToHashBucketFast"} <= ops
+  assert op_check.unservable_ops(ops) == {}
+  node = saved.meta_graphs[0].graph_def.library.function[0].node_def.add()
+  node.name, node.op = "custom", "RankUpFancyLookup"
+  bad_dir = tmp_path / "bad"
+  bad_dir.mkdir()
+  (bad_dir / "saved_model.pb").write_bytes(saved.SerializeToString())
+  with pytest.raises(op_check.NonCoreOpError,
+                     match="RankUpFancyLookup: not a core TensorFlow op"):
+    op_check.check_export(str(bad_dir))
+  result = subprocess.run([sys.executable, "-m", "serving.op_check",
+                           f"--export_dir={bad_dir}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 1 and "RankUpFancyLookup" in result.stderr
+
+
+class _Flaky(prediction_service_pb2_grpc.PredictionServiceServicer):
+  """Fails the first `failures` calls with `code`, then answers."""
+
+  def __init__(self, failures, code):
+    self.failures, self.code, self.calls = failures, code, 0
+
+  def Predict(self, request, context):  # noqa: N802
+    self.calls += 1
+    if self.calls <= self.failures:
+      context.abort(self.code, "try later")
+    response = predict_pb2.PredictResponse()
+    response.outputs["click"].CopyFrom(tf.make_tensor_proto(
+        np.array([0.5], np.float32)))
+    return response
+
+
+@pytest.mark.parametrize("code, retried", [
+    (grpc.StatusCode.UNAVAILABLE, True),
+    (grpc.StatusCode.INVALID_ARGUMENT, False),
+    (grpc.StatusCode.DEADLINE_EXCEEDED, False),
+])
+def test_client_retries_unavailable_only(code, retried):
+  servicer = _Flaky(2, code)
+  server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+  prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+      servicer, server)
+  port = server.add_insecure_port("127.0.0.1:0")
+  server.start()
+  try:
+    client = client_lib.GrpcClient(f"127.0.0.1:{port}", "m", retries=3,
+                                   backoff=0.01)
+    if retried:
+      assert client.predict_examples([b"x"])["click"].tolist() == [0.5]
+      assert servicer.calls == 3
+    else:
+      with pytest.raises(grpc.RpcError) as error:
+        client.predict_examples([b"x"])
+      assert error.value.code() == code and servicer.calls == 1
+  finally:
+    server.stop(None)
+
+
+def test_rest_client_row_and_column_forms(export_base, trained):
+  server, url = serving_double.start_rest(export_base)
+  try:
+    client = client_lib.RestClient(url, "rankup")
+    examples = trained["examples"][:3]
+    expected = _expected(trained, examples)
+    rows = client.predict_instances([{"examples": e} for e in examples])
+    np.testing.assert_allclose([r["click"] for r in rows], expected["click"],
+                               atol=1e-5)
+    raw = {k: v.numpy() for k, v in features_lib.padded_raw_features(
+        trained["schema"], tf.constant(examples)).items()}
+    columns = client.predict_inputs(raw, signature="predict_raw")
+    np.testing.assert_allclose(columns["buy"], expected["buy"], atol=1e-5)
+    with pytest.raises(RuntimeError, match="REST 400: .*empty batch"):
+      client.predict_inputs({"examples": []})
+  finally:
+    server.shutdown()
+
+
+def test_client_cli_prints_predictions(grpc_server, trained):
+  result = subprocess.run(
+      [sys.executable, "-m", "serving.client", f"--server={grpc_server}",
+       "--model_name=rankup", f"--examples={trained['data']}", "--count=3"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = [l for l in result.stdout.splitlines() if l.startswith("example")]
+  assert len(lines) == 3 and "click=" in lines[0]
+
+
+def test_serving_config_files(tmp_path):
+  result = serving_config.write_config("/exports", "rankup",
+                                       str(tmp_path), "gpu")
+  text = open(result["models.config"]).read()
+  assert 'base_path: "/models/rankup"' in text and "num_versions: 2" in text
+  batching = open(result["batching_parameters.txt"]).read()
+  assert "max_batch_size { value: 2048 }" in batching
+  assert "allowed_batch_sizes: 2048" in batching
+  assert "tensorflow/serving:latest-gpu" in result["docker"]
+  assert "--batching_parameters_file=/config/batching_parameters.txt" in \
+      result["docker"]
+  assert "kind: Deployment" in result["kubernetes"]
