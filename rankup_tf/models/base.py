@@ -168,10 +168,11 @@ class RankingModel(tfrs.Model):
     placeholder = features_lib.placeholder_features(self.schema, 1)
     function = tf.function(lambda f: self(f, training=False))
     concrete = function.get_concrete_function(placeholder)
-    frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     with _quiet_stdio():  # the v1 profiler prints warnings we cannot act on
+      frozen = convert_to_constants.convert_variables_to_constants_v2(
+          concrete)
       profile = tf.compat.v1.profiler.profile(graph=frozen.graph,
                                               options=options)
     return int(profile.total_float_ops)
