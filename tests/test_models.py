@@ -206,3 +206,16 @@ def test_every_model_trains_under_mirrored_strategy(synthetic_dir, name,
   losses = history.history["loss"]
   assert losses[-1] < losses[0], losses
   assert np.isfinite(losses).all()
+
+
+def test_xla_compiled_interaction_matches_and_is_profiled(schema, batch):
+  model = models.RankUpModel(schema, LADDER["full_rankup"][1])
+  model.build_from_schema()
+  plain = model(batch[0])
+  flops = model.flops_per_example()
+  model.use_xla()
+  compiled = model(batch[0])
+  for task in plain:
+    np.testing.assert_allclose(compiled[task], plain[task], rtol=1e-4,
+                               atol=1e-5)
+  assert model.flops_per_example() == flops

@@ -43,7 +43,8 @@ class TrainConfig:
     dense_optimizer, dense_learning_rate: for every non-embedding weight.
     sparse_optimizer, sparse_learning_rate: for the embedding tables.
     precision: float32, mixed_float16 or mixed_bfloat16.
-    jit_compile: XLA-compile the train step.
+    jit_compile: XLA-compile the model after its embedding lookups (the
+      lookups and the sparse optimizer's updates have no XLA kernels).
     seed: seeds TensorFlow and the input shuffle.
   Attributes (run):
     model_dir: checkpoints, logs, train_config.json, metrics.json.

@@ -88,8 +88,8 @@ def define_flags() -> None:
                      "Embedding learning rate.")
   flags.DEFINE_enum("precision", d.precision, list(config_lib.PRECISIONS),
                     "Compute precision.")
-  flags.DEFINE_boolean("jit_compile", d.jit_compile, "XLA-compile the train "
-                       "step.")
+  flags.DEFINE_boolean("jit_compile", d.jit_compile, "XLA-compile the model "
+                       "after its embedding lookups.")
   flags.DEFINE_integer("seed", d.seed, "Random seed.")
   # Run.
   flags.DEFINE_string("model_dir", None, "Checkpoints, logs, configs, "

@@ -188,8 +188,9 @@ def run(config: config_lib.TrainConfig,
     with strategy.scope():
       model = models.build_model(config.model, schema, config.model_config)
       model.build_from_schema()
-      model.compile(optimizer=make_optimizer(config, model),
-                    jit_compile=config.jit_compile)
+      if config.jit_compile:
+        model.use_xla()
+      model.compile(optimizer=make_optimizer(config, model))
   finally:
     tf.keras.mixed_precision.set_global_policy("float32")
 

@@ -38,7 +38,11 @@ def _quiet_stdio():
 class RankingModel(tfrs.Model):
   """Multi-task binary ranking on a schema; subclasses define `call`.
 
-  `call(features)` returns {task: logit [B]}. Each task has a
+  `call(features)` looks up the embedding views and hands them, with the
+  dense and pretrained inputs, to `interact(views, dense, training)`, the
+  model's own part, which returns {task: logit [B]}. `use_xla()` compiles
+  `interact` with XLA: embedding lookups and sparse optimizer updates (which
+  XLA cannot compile) stay outside. Each task has a
   `tfrs.tasks.Ranking` with a summed binary cross-entropy; the loss divides
   by the *global* batch size, so gradients summed across replicas of a
   distribution strategy equal those of one replica on the whole batch.
@@ -80,14 +84,36 @@ class RankingModel(tfrs.Model):
         self.schema.sparse_features, view_dims, view_features,
         name="embedding")
 
-  def flat_inputs(self, features: Dict[str, tf.Tensor],
+  def flat_inputs(self, dense: Dict[str, tf.Tensor],
                   embeddings: tf.Tensor) -> tf.Tensor:
     """[B, M*d + dense + pretrained]: every input as one vector."""
     parts = [tf.reshape(embeddings, [-1, embeddings.shape[1]
                                      * embeddings.shape[2]])]
-    parts += [features[n][:, tf.newaxis] for n in self.schema.dense_names]
-    parts += [features[n] for n in self.schema.pretrained_names]
+    parts += [dense[n][:, tf.newaxis] for n in self.schema.dense_names]
+    parts += [dense[n] for n in self.schema.pretrained_names]
     return tf.concat(parts, axis=1)
+
+  # -- forward --------------------------------------------------------------
+  def dense_inputs(self, features: Dict[str, tf.Tensor]
+                   ) -> Dict[str, tf.Tensor]:
+    """The dense and pretrained inputs of a feature dict."""
+    return {n: features[n] for n in self.schema.dense_names
+            + self.schema.pretrained_names}
+
+  def interact(self, views, dense: Dict[str, tf.Tensor], training=None
+               ) -> Dict[str, tf.Tensor]:
+    """The model after the embedding lookup: views -> {task: logit}."""
+    raise NotImplementedError
+
+  def use_xla(self) -> None:
+    """XLA-compiles `interact` (call after the variables exist)."""
+    self._interact = tf.function(self.interact, jit_compile=True)
+
+  def call(self, features: Dict[str, tf.Tensor], training=None
+           ) -> Dict[str, tf.Tensor]:
+    views = self.embedding(features)
+    interact = getattr(self, "_interact", self.interact)
+    return interact(views, self.dense_inputs(features), training=training)
 
   # -- training -------------------------------------------------------------
   @property
@@ -166,7 +192,10 @@ class RankingModel(tfrs.Model):
     embedding lookups count 0).
     """
     placeholder = features_lib.placeholder_features(self.schema, 1)
-    function = tf.function(lambda f: self(f, training=False))
+    # The plain (not XLA-compiled) interaction: the profiler cannot see
+    # inside an XLA cluster.
+    function = tf.function(lambda f: self.interact(
+        self.embedding(f), self.dense_inputs(f), training=False))
     concrete = function.get_concrete_function(placeholder)
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"

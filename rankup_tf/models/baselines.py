@@ -29,13 +29,12 @@ class _VectorModel(base.RankingModel):
     self.towers = heads.TaskTowers(schema.task_names, config.tower_units,
                                    name="towers")
 
-  def representation(self, features, embeddings, training) -> tf.Tensor:
+  def representation(self, dense, embeddings, training) -> tf.Tensor:
     raise NotImplementedError
 
-  def call(self, features: Dict[str, tf.Tensor], training=None
-           ) -> Dict[str, tf.Tensor]:
-    embeddings = self.embedding(features)[0]
-    vector = self.representation(features, embeddings, training)
+  def interact(self, views, dense: Dict[str, tf.Tensor], training=None
+               ) -> Dict[str, tf.Tensor]:
+    vector = self.representation(dense, views[0], training)
     return self.towers(vector[:, tf.newaxis])
 
 
@@ -59,8 +58,8 @@ class DCNv2Model(_VectorModel):
         for i in range(config.num_cross_layers)]
     self.deep = _mlp(config.deep_units, "deep")
 
-  def representation(self, features, embeddings, training):
-    x0 = x = self.flat_inputs(features, embeddings)
+  def representation(self, dense, embeddings, training):
+    x0 = x = self.flat_inputs(dense, embeddings)
     for cross in self.cross_layers:
       x = cross(x0, x)
     return self.deep(x)
@@ -91,12 +90,12 @@ class DLRMModel(_VectorModel):
         self_interaction=False, skip_gather=False, name="interaction")
     self.top = _mlp(config.top_units, "top")
 
-  def representation(self, features, embeddings, training):
-    dense = [features[n][:, tf.newaxis] for n in self.schema.dense_names]
-    dense += [features[n] for n in self.schema.pretrained_names]
+  def representation(self, dense, embeddings, training):
+    inputs = [dense[n][:, tf.newaxis] for n in self.schema.dense_names]
+    inputs += [dense[n] for n in self.schema.pretrained_names]
     fields = tf.unstack(embeddings, axis=1)
-    if dense:
-      bottom = self.bottom(tf.concat(dense, axis=1))
+    if inputs:
+      bottom = self.bottom(tf.concat(inputs, axis=1))
       fields = [bottom] + fields
     interactions = self.interaction(fields)
     return self.top(tf.concat([interactions] + fields[:1], axis=1))
@@ -118,5 +117,5 @@ class DNNModel(_VectorModel):
     super().__init__(schema, config, **kwargs)
     self.mlp = _mlp(config.hidden_units, "mlp")
 
-  def representation(self, features, embeddings, training):
-    return self.mlp(self.flat_inputs(features, embeddings))
+  def representation(self, dense, embeddings, training):
+    return self.mlp(self.flat_inputs(dense, embeddings))

@@ -172,7 +172,9 @@ class RankUpModel(base.RankingModel):
 
   def input_tokens(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
     """The token matrix [B, T, D] the first block sees."""
-    views = self.embedding(features)
+    return self._tokens(self.embedding(features), self.dense_inputs(features))
+
+  def _tokens(self, views, dense: Dict[str, tf.Tensor]) -> tf.Tensor:
     token_view = views[self._views["tokens"]]
     parts = []
     if self.global_token is not None:
@@ -180,15 +182,15 @@ class RankUpModel(base.RankingModel):
     parts.append(self.tokenizer(token_view))
     if self.dense_token is not None:
       parts.append(self.dense_token(tf.stack(
-          [features[n] for n in self.schema.dense_names], axis=1)))
+          [dense[n] for n in self.schema.dense_names], axis=1)))
     if self.cross_token is not None:
-      parts.append(self.cross_token(self._cross_pairs(features, views)))
+      parts.append(self.cross_token(self._cross_pairs(dense, views)))
     if self.task_tokens is not None:
       parts.append(self.task_tokens(token_view))
     return tf.concat([tf.cast(p, self.compute_dtype) for p in parts], axis=1)
 
-  def _cross_pairs(self, features, views):
-    pairs = [(features[a], features[b]) for a, b in self.pretrained_crosses]
+  def _cross_pairs(self, dense, views):
+    pairs = [(dense[a], dense[b]) for a, b in self.pretrained_crosses]
     cross_view = views[self._views["cross"]]
     fields = self.embedding.view_features[self._views["cross"]]
     for a, b in self.sparse_crosses:
@@ -208,9 +210,9 @@ class RankUpModel(base.RankingModel):
       states[f"block{i}_ffn"] = block_states["ffn"]
     return states
 
-  def call(self, features: Dict[str, tf.Tensor], training=None
-           ) -> Dict[str, tf.Tensor]:
-    tokens = self.input_tokens(features)
+  def interact(self, views, dense: Dict[str, tf.Tensor], training=None
+               ) -> Dict[str, tf.Tensor]:
+    tokens = self._tokens(views, dense)
     for block in self.blocks:
       tokens = block(tokens, training=training)
     return self.towers(tokens)
