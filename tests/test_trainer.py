@@ -211,3 +211,19 @@ def test_bad_flags_exit_nonzero_with_a_clear_message(data_dir, tmp_path,
   assert code != 0
   assert message in err, err[-2000:]
   assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_trains(data_dir, tmp_path, mirrored_strategy,
+                                precision):
+  config = config_lib.TrainConfig(
+      train_files=f"{data_dir}/train-*", eval_files=f"{data_dir}/eval-*",
+      schema=f"{data_dir}/small.json", model_dir=str(tmp_path / "run"),
+      global_batch_size=256, train_steps=8, precision=precision,
+      model_config=models.RankUpConfig(num_tokens=8, token_dim=16,
+                                       embedding_dim=4, tower_units=(8,),
+                                       ffn_expansion=1))
+  summary = train.run(config, strategy=mirrored_strategy)
+  assert tf.keras.mixed_precision.global_policy().name == "float32"
+  for values in summary["eval"].values():
+    assert np.isfinite(values["logloss"]) and 0 <= values["auc"] <= 1

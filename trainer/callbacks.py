@@ -45,6 +45,10 @@ class Throughput(tf.keras.callbacks.Callback):
     if logs is not None:
       logs["examples_per_sec"] = self.rate
 
+  def on_epoch_end(self, epoch, logs=None):
+    if logs is not None:
+      logs["examples_per_sec"] = self.rate
+
   @property
   def rate(self) -> float:
     return self.examples / self.seconds if self.seconds else float("nan")

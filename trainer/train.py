@@ -56,9 +56,35 @@ def _optimizer(kind: str, learning_rate: float):
           "adagrad": legacy.Adagrad, "sgd": legacy.SGD}[kind](learning_rate)
 
 
+class _CompositeOptimizer(tfrs.experimental.optimizers.CompositeOptimizer):
+  """tfrs' CompositeOptimizer whose apply_gradients returns the update op.
+
+  Keras' LossScaleOptimizer (mixed_float16) puts apply_gradients in a
+  tf.cond, whose branches must both return an op; the tfrs version
+  returns None.
+  """
+
+  def apply_gradients(self, grads_and_vars, name=None,
+                      experimental_aggregate_gradients=True):
+    owner = {v.ref(): optimizer for optimizer, variables in
+             self._optimizers_and_vars for v in variables()}
+    groups = {}
+    for gradient, variable in grads_and_vars:
+      if variable.ref() not in owner:
+        raise ValueError(f"Variable {variable.name} is not handled by any "
+                         "optimizer.")
+      groups.setdefault(owner[variable.ref()], []).append(
+          (gradient, variable))
+    return tf.group(*[
+        optimizer.apply_gradients(
+            pairs, name=name,
+            experimental_aggregate_gradients=experimental_aggregate_gradients)
+        for optimizer, pairs in groups.items()])
+
+
 def make_optimizer(config: config_lib.TrainConfig, model):
   """The sparse optimizer on embedding tables, the dense one on the rest."""
-  optimizer = tfrs.experimental.optimizers.CompositeOptimizer([
+  optimizer = _CompositeOptimizer([
       (_optimizer(config.sparse_optimizer, config.sparse_learning_rate),
        lambda: model.embedding_variables),
       (_optimizer(config.dense_optimizer, config.dense_learning_rate),
@@ -232,8 +258,10 @@ def run(config: config_lib.TrainConfig,
           probe, config.erank_every_n_steps, config.model_dir, log_dir))
 
   start = time.time()
+  # The progress bar on a terminal; one line per epoch in logs.
   model.fit(train_data, epochs=plan["loops"], steps_per_epoch=plan["loop"],
-            callbacks=callbacks, verbose=1 if chief else 2)
+            callbacks=callbacks,
+            verbose=1 if chief and sys.stdout.isatty() else 2)
   wall = time.time() - start
   if bad_records is not None:
     print(f"bad input skipped: {bad_records.result()}", flush=True)
