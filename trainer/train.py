@@ -75,11 +75,16 @@ class _CompositeOptimizer(tfrs.experimental.optimizers.CompositeOptimizer):
                          "optimizer.")
       groups.setdefault(owner[variable.ref()], []).append(
           (gradient, variable))
-    return tf.group(*[
+    updates = [
         optimizer.apply_gradients(
             pairs, name=name,
             experimental_aggregate_gradients=experimental_aggregate_gradients)
-        for optimizer, pairs in groups.items()])
+        for optimizer, pairs in groups.items()]
+    replica = tf.distribute.get_replica_context()
+    if replica is None:
+      return tf.group(*updates)
+    # One op shared by every replica, as each optimizer's own update is.
+    return replica.merge_call(lambda _, *ops: tf.group(*ops), args=updates)
 
 
 def make_optimizer(config: config_lib.TrainConfig, model):
