@@ -30,12 +30,14 @@ def per_token_uniform(fan_in: int, fan_out: int):
   return tf.keras.initializers.RandomUniform(-limit, limit)
 
 
-def _token_shape(input_shape, layer) -> Tuple[int, int]:
+def static_dims(input_shape, layer, expected: str = "tokens shaped [B, T, D]"
+                ) -> Tuple[int, int]:
+  """The two known trailing dims of a rank-3 input, or a ValueError that
+  names the layer and what it expects."""
   shape = tf.TensorShape(input_shape)
   if shape.rank != 3 or shape[1] is None or shape[2] is None:
     raise ValueError(f"{layer.__class__.__name__} {layer.name!r} expects "
-                     f"tokens shaped [B, T, D] with known T and D, got "
-                     f"{shape}.")
+                     f"{expected} with known trailing dims, got {shape}.")
   return int(shape[1]), int(shape[2])
 
 
@@ -57,7 +59,7 @@ class TokenMixing(tf.keras.layers.Layer):
   """
 
   def build(self, input_shape):
-    num_tokens, token_dim = _token_shape(input_shape, self)
+    num_tokens, token_dim = static_dims(input_shape, self)
     if token_dim % num_tokens:
       raise ValueError(
           f"TokenMixing {self.name!r}: token dim D={token_dim} is not "
@@ -103,7 +105,7 @@ class PerTokenFFN(tf.keras.layers.Layer):
     self.activation = activation
 
   def build(self, input_shape):
-    t, d = _token_shape(input_shape, self)
+    t, d = static_dims(input_shape, self)
     h = self.expansion * d
     self.w1 = self.add_weight("w1", [t, d, h],
                               initializer=per_token_uniform(d, h))
@@ -170,7 +172,7 @@ class SparseMoEFFN(tf.keras.layers.Layer):
     self.l1_penalty = l1_penalty
 
   def build(self, input_shape):
-    t, d = _token_shape(input_shape, self)
+    t, d = static_dims(input_shape, self)
     e, h = self.num_experts, self.expansion * d
     self._t, self._d = t, d
     self.w1 = self.add_weight("w1", [t * e, d, h],
@@ -245,7 +247,7 @@ class _Block(tf.keras.layers.Layer):
         epsilon=layer_norm_epsilon, name="norm2")
 
   def build(self, input_shape):
-    _token_shape(input_shape, self)
+    static_dims(input_shape, self)
     super().build(input_shape)
 
   def call(self, tokens, training=None, return_states: bool = False):

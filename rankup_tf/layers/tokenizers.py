@@ -27,12 +27,8 @@ GLOBAL_TOKEN_FUNCS = ("mlp", "fm", "dcn")
 
 
 def _view_shape(input_shape, layer):
-  shape = tf.TensorShape(input_shape)
-  if shape.rank != 3 or shape[1] is None or shape[2] is None:
-    raise ValueError(f"{layer.__class__.__name__} {layer.name!r} expects one "
-                     f"embedding view shaped [B, M, d] with known M and d, "
-                     f"got {shape}.")
-  return int(shape[1]), int(shape[2])
+  return backbone.static_dims(input_shape, layer,
+                              "one embedding view shaped [B, M, d]")
 
 
 class _FieldSplit(tf.keras.layers.Layer):
