@@ -18,6 +18,7 @@ from rankup_tf import models
 from data import synthetic
 from trainer import config as config_lib
 from trainer import train
+from tests import tfexamples
 from tests.conftest import REPO
 
 SMALL_MODEL_FLAGS = ["--num_tokens=8", "--token_dim=32", "--embedding_dim=8",
@@ -227,3 +228,22 @@ def test_mixed_precision_trains(data_dir, tmp_path, mirrored_strategy,
   assert tf.keras.mixed_precision.global_policy().name == "float32"
   for values in summary["eval"].values():
     assert np.isfinite(values["logloss"]) and 0 <= values["auc"] <= 1
+
+
+def test_nan_loss_stops_the_run_naming_the_step(tmp_path):
+  schema = tfexamples.all_kinds_schema()
+  schema.save(str(tmp_path / "schema.json"))
+  rows = []
+  for i in range(64):
+    row = tfexamples.all_kinds_row(i)
+    row["d_raw"] = float("nan")  # poisons every example's dense token
+    rows.append(tfexamples.example(row))
+  tfexamples.write_records(str(tmp_path / "train-0.tfrecord"), rows)
+  code, out, err = _finish(_train(
+      f"--train_files={tmp_path}/train-*", f"--schema={tmp_path}/schema.json",
+      f"--model_dir={tmp_path}/run", "--train_steps=5",
+      "--global_batch_size=16", "--num_tokens=8", "--token_dim=16",
+      "--embedding_dim=4"), timeout=300)
+  assert code != 0
+  assert "Training loss became nan at step 1" in err, err[-2000:]
+  assert "Traceback" not in err

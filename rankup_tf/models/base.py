@@ -141,14 +141,12 @@ class RankingModel(tfrs.Model):
     total = 0.0
     for name, task in self.tasks.items():
       weight = labels.get(name + schema_lib.WEIGHT_SUFFIX)
+      predictions = tf.cast(logits[name], tf.float32)[:, tf.newaxis]
       loss_sum = task(labels=labels[name][:, tf.newaxis],
-                      predictions=tf.cast(logits[name], tf.float32)[:, tf.newaxis],
-                      sample_weight=weight, training=training)
+                      predictions=predictions, sample_weight=weight,
+                      training=training)
       total += self.loss_weights[name] * loss_sum
-    loss = total / tf.maximum(global_batch, 1.0)
-    # The tracker averages over replicas: report this replica's mean.
-    self.loss_tracker.update_state(loss * replicas)
-    return loss
+    return total / tf.maximum(global_batch, 1.0)
 
   def _layer_loss(self):
     if not self.losses:
@@ -156,21 +154,37 @@ class RankingModel(tfrs.Model):
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return tf.add_n([tf.cast(l, tf.float32) for l in self.losses]) / replicas
 
+  def _track_loss(self, loss, healthy=True):
+    """Feeds the loss tracker this replica's mean loss, or NaN when the
+    step was not healthy (CPU kernels can hide NaN weights: ReLU maps NaN
+    to 0 and the sigmoid cross-entropy gives NaN logits a finite loss, so
+    the loss alone may look fine)."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    self.loss_tracker.update_state(
+        tf.where(healthy, loss * replicas, tf.constant(float("nan"))))
+
   def train_step(self, inputs):
+    scaling = isinstance(self.optimizer,
+                         tf.keras.mixed_precision.LossScaleOptimizer)
     with tf.GradientTape() as tape:
-      loss = self.compute_loss(inputs, training=True) + self._layer_loss()
-      if isinstance(self.optimizer,
-                    tf.keras.mixed_precision.LossScaleOptimizer):
+      task_loss = self.compute_loss(inputs, training=True)
+      loss = task_loss + self._layer_loss()
+      if scaling:
         loss = self.optimizer.get_scaled_loss(loss)
     gradients = tape.gradient(loss, self.trainable_variables)
-    if isinstance(self.optimizer,
-                  tf.keras.mixed_precision.LossScaleOptimizer):
+    if scaling:
+      # Overflowing steps are the loss scale's business: it skips them.
       gradients = self.optimizer.get_unscaled_gradients(gradients)
+      healthy = tf.math.is_finite(task_loss)
+    else:
+      healthy = tf.math.is_finite(tf.linalg.global_norm(
+          [g for g in gradients if g is not None]))
     self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+    self._track_loss(task_loss, healthy)
     return {m.name: m.result() for m in self.metrics}
 
   def test_step(self, inputs):
-    self.compute_loss(inputs, training=False)
+    self._track_loss(self.compute_loss(inputs, training=False))
     return {m.name: m.result() for m in self.metrics}
 
   # -- reports --------------------------------------------------------------
