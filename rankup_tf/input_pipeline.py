@@ -42,8 +42,11 @@ _GZIP_SUFFIXES = (".gz", ".gzip")
 class BadRecordCounter:
   """Counts what `make_dataset(..., bad_records=counter)` skipped.
 
-  Create it outside any `strategy.scope()`: its counters are plain host
-  variables updated by the input pipeline.
+  Counts are of skips: with `repeat=True` a bad record is skipped, and
+  counted, on every pass over its file (and a shuffle buffer larger than
+  the data reads several passes ahead). Create it outside any
+  `strategy.scope()`: its counters are plain host variables updated by the
+  input pipeline.
   """
 
   def __init__(self):

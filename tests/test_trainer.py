@@ -1,6 +1,7 @@
 """The trainer: end to end, replica-count invariance, multi-worker, resume,
 bad flags."""
 
+import ast
 import json
 import os
 import signal
@@ -247,3 +248,25 @@ def test_nan_loss_stops_the_run_naming_the_step(tmp_path):
   assert code != 0
   assert "Training loss became nan at step 1" in err, err[-2000:]
   assert "Traceback" not in err
+
+
+def test_skip_bad_records_counts_them(tmp_path):
+  schema = tfexamples.all_kinds_schema()
+  schema.save(str(tmp_path / "schema.json"))
+  rows = [tfexamples.example(tfexamples.all_kinds_row(i)) for i in range(63)]
+  rows.insert(7, b"not a tf.Example")
+  tfexamples.write_records(str(tmp_path / "train-0.tfrecord"), rows)
+  flags = [f"--train_files={tmp_path}/train-*",
+           f"--schema={tmp_path}/schema.json", "--train_steps=2",
+           "--global_batch_size=16", "--num_tokens=8", "--token_dim=16",
+           "--embedding_dim=4"]
+  code, _, err = _finish(_train(*flags, f"--model_dir={tmp_path}/strict"),
+                         timeout=300)
+  assert code != 0 and "Could not parse example input" in err
+  code, out, err = _finish(_train(*flags, f"--model_dir={tmp_path}/skip",
+                                  "--skip_bad_records"), timeout=300)
+  assert code == 0, err[-2000:]
+  counts = ast.literal_eval(out.split("bad input skipped: ")[1].splitlines()[0])
+  # One bad record, skipped on each of the passes the repeating pipeline
+  # made over the 64-record file.
+  assert counts["skipped_records"] >= 1 and counts["corrupt_files"] == 0

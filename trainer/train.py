@@ -133,9 +133,11 @@ def _preflight(config: config_lib.TrainConfig,
                         ("eval", config.eval_files)):
     if not pattern:
       continue
-    dataset = rankup_tf.make_dataset(pattern, schema, batch_size=8,
-                                     shuffle=False, deterministic=True,
-                                     drop_remainder=False)
+    dataset = rankup_tf.make_dataset(
+        pattern, schema, batch_size=8, shuffle=False, deterministic=True,
+        drop_remainder=False,
+        bad_records=(input_pipeline.BadRecordCounter()
+                     if config.skip_bad_records else None))
     try:
       next(iter(dataset))
     except tf.errors.OpError as e:
