@@ -60,6 +60,8 @@ flags.DEFINE_integer("token_dim", 64, "D of every token model.")
 flags.DEFINE_integer("num_layers", 2, "L of every token model.")
 flags.DEFINE_integer("embedding_dim", 16, "d of every model.")
 flags.DEFINE_float("dense_learning_rate", 1e-3, "Dense learning rate.")
+flags.DEFINE_boolean("resume", True, "Keep the (row, seed) runs already in "
+                     "<output_dir>/summaries.json and run only the rest.")
 flags.mark_flags_as_required(["data_dir", "output_dir"])
 
 ERANK_MODELS = ("rankmixer", "random_split", "global_multi_embedding",
@@ -286,14 +288,23 @@ def main(argv):
   peak = matmul_peak_flops()
   print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s", flush=True)
   summaries: Dict[str, List[Dict]] = {}
+  summaries_path = os.path.join(FLAGS.output_dir, "summaries.json")
+  if FLAGS.resume and tf.io.gfile.exists(summaries_path):
+    with open(summaries_path) as f:
+      summaries = json.load(f)["runs"]
   for name, model, config, label in rows:
     for seed in FLAGS.seeds:
+      if any(s["seed"] == int(seed) for s in summaries.get(name, [])):
+        print(f"=== {label} (seed {seed}): kept from an earlier run ===")
+        continue
       print(f"=== {label} (seed {seed}) ===", flush=True)
       summary = run_one(name, model, config, int(seed), strategy)
       summary["seed"] = int(seed)
       summaries.setdefault(name, []).append(summary)
-      with open(os.path.join(FLAGS.output_dir, "summaries.json"), "w") as f:
+      with open(summaries_path, "w") as f:
         json.dump({"peak_flops": peak, "runs": summaries}, f, indent=1)
+  summaries = {n: sorted(v, key=lambda s: s["seed"])
+               for n, v in summaries.items() if n in {r[0] for r in rows}}
   write_tables(rows, summaries, peak, FLAGS.output_dir)
   write_plots(rows, summaries, FLAGS.output_dir)
   print(open(os.path.join(FLAGS.output_dir, "results.md")).read())

@@ -76,6 +76,10 @@ def test_token_layout_and_views(schema):
                                 "task": 2, "sparse": 2}
   assert model.embedding.view_features == [
       schema.sparse_names, schema.sparse_names, ["s_hash", "i_hash"]]
+  # The dense token sees the 3 dense fields and both 4-dim vectors, so a
+  # model without cross tokens (RankMixer) still gets the vectors.
+  model.build_from_schema()
+  assert model.dense_token.weights[0].shape == [3 + 4 + 4, 16]
 
 
 def test_gradients_reach_every_view_and_weight(schema, batch):

@@ -332,7 +332,8 @@ class CrossedPretrainedToken(tf.keras.layers.Layer):
 
 @tf.keras.utils.register_keras_serializable("rankup_tf")
 class DenseToken(tf.keras.layers.Layer):
-  """The (normalized) dense features projected into one token.
+  """Dense inputs (normalized dense fields, pretrained vectors) projected
+  into one token.
 
   Example:
 

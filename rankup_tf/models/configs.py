@@ -61,7 +61,9 @@ class RankUpConfig(ModelConfig):
     global_token: prepend g = func(Pool(view-1 embeddings)).
     global_token_func: "mlp", "fm" or "dcn".
     cross_tokens: one token per schema cross pair.
-    dense_token: one token for the dense features (if the schema has some).
+    dense_token: one token projecting the dense features and pretrained
+      vectors (if the schema has some); without it a model sees the
+      pretrained vectors only through cross tokens.
     task_tokens: one learned token per task, read by its task tower.
     block: "rankup" (pre-LN, SwiGLU) or "rankmixer" (post-LN, GELU).
     ffn_activation: "swiglu" or "gelu"; empty picks the block's own.

@@ -108,7 +108,9 @@ class RankUpModel(base.RankingModel):
 
   def _count_tokens(self, c: configs.RankUpConfig) -> Dict[str, int]:
     counts = {"global": int(c.global_token),
-              "dense": int(c.dense_token and bool(self.schema.dense_features)),
+              "dense": int(c.dense_token and bool(
+                  self.schema.dense_features
+                  or self.schema.pretrained_features)),
               "cross": len(self.sparse_crosses) + len(self.pretrained_crosses),
               "task": len(self.schema.tasks) if c.task_tokens else 0}
     others = sum(counts.values())
@@ -181,8 +183,11 @@ class RankUpModel(base.RankingModel):
       parts.append(self.global_token(views[self._views["global"]]))
     parts.append(self.tokenizer(token_view))
     if self.dense_token is not None:
-      parts.append(self.dense_token(tf.stack(
-          [dense[n] for n in self.schema.dense_names], axis=1)))
+      # Dense fields and pretrained vectors: a model without cross tokens
+      # (RankMixer) still sees the vectors; cross tokens add their product.
+      parts.append(self.dense_token(tf.concat(
+          [dense[n][:, tf.newaxis] for n in self.schema.dense_names]
+          + [dense[n] for n in self.schema.pretrained_names], axis=1)))
     if self.cross_token is not None:
       parts.append(self.cross_token(self._cross_pairs(dense, views)))
     if self.task_tokens is not None:
