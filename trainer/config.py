@@ -105,18 +105,13 @@ class TrainConfig:
     need(self.train_steps >= 0 and self.epochs > 0
          and self.steps_per_epoch >= 0,
          "train_steps and steps_per_epoch must be >= 0, epochs > 0.")
-    need(self.strategy in STRATEGIES,
-         f"strategy {self.strategy!r} is unknown; expected one of "
-         f"{STRATEGIES}.")
-    need(self.precision in PRECISIONS,
-         f"precision {self.precision!r} is unknown; expected one of "
-         f"{PRECISIONS}.")
-    need(self.dense_optimizer in DENSE_OPTIMIZERS,
-         f"dense_optimizer {self.dense_optimizer!r} is unknown; expected one "
-         f"of {DENSE_OPTIMIZERS}.")
-    need(self.sparse_optimizer in SPARSE_OPTIMIZERS,
-         f"sparse_optimizer {self.sparse_optimizer!r} is unknown; expected "
-         f"one of {SPARSE_OPTIMIZERS}.")
+    for name, choices in (("strategy", STRATEGIES),
+                          ("precision", PRECISIONS),
+                          ("dense_optimizer", DENSE_OPTIMIZERS),
+                          ("sparse_optimizer", SPARSE_OPTIMIZERS)):
+      value = getattr(self, name)
+      need(value in choices,
+           f"{name} {value!r} is unknown; expected one of {choices}.")
     need(self.checkpoint_every_n_steps > 0 and self.keep_checkpoints > 0,
          "checkpoint_every_n_steps and keep_checkpoints must be positive.")
     need(self.eval_every_n_steps >= 0 and self.erank_every_n_steps >= 0,
