@@ -3,7 +3,7 @@
 import contextlib
 import os
 import sys
-from typing import Dict
+from typing import Dict, Optional
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -87,11 +87,17 @@ class RankingModel(tfrs.Model):
   def flat_inputs(self, dense: Dict[str, tf.Tensor],
                   embeddings: tf.Tensor) -> tf.Tensor:
     """[B, M*d + dense + pretrained]: every input as one vector."""
-    parts = [tf.reshape(embeddings, [-1, embeddings.shape[1]
-                                     * embeddings.shape[2]])]
-    parts += [dense[n][:, tf.newaxis] for n in self.schema.dense_names]
+    flat = tf.reshape(embeddings, [-1, embeddings.shape[1]
+                                   * embeddings.shape[2]])
+    vector = self.dense_vector(dense)
+    return flat if vector is None else tf.concat([flat, vector], axis=1)
+
+  def dense_vector(self, dense: Dict[str, tf.Tensor]) -> Optional[tf.Tensor]:
+    """[B, dense fields + pretrained dims]: the dense fields and pretrained
+    vectors as one vector, or None when the schema has neither."""
+    parts = [dense[n][:, tf.newaxis] for n in self.schema.dense_names]
     parts += [dense[n] for n in self.schema.pretrained_names]
-    return tf.concat(parts, axis=1)
+    return tf.concat(parts, axis=1) if parts else None
 
   # -- forward --------------------------------------------------------------
   def dense_inputs(self, features: Dict[str, tf.Tensor]

@@ -91,12 +91,10 @@ class DLRMModel(_VectorModel):
     self.top = _mlp(config.top_units, "top")
 
   def representation(self, dense, embeddings, training):
-    inputs = [dense[n][:, tf.newaxis] for n in self.schema.dense_names]
-    inputs += [dense[n] for n in self.schema.pretrained_names]
+    vector = self.dense_vector(dense)
     fields = tf.unstack(embeddings, axis=1)
-    if inputs:
-      bottom = self.bottom(tf.concat(inputs, axis=1))
-      fields = [bottom] + fields
+    if vector is not None:
+      fields = [self.bottom(vector)] + fields
     interactions = self.interaction(fields)
     return self.top(tf.concat([interactions] + fields[:1], axis=1))
 

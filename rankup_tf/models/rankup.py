@@ -185,9 +185,7 @@ class RankUpModel(base.RankingModel):
     if self.dense_token is not None:
       # Dense fields and pretrained vectors: a model without cross tokens
       # (RankMixer) still sees the vectors; cross tokens add their product.
-      parts.append(self.dense_token(tf.concat(
-          [dense[n][:, tf.newaxis] for n in self.schema.dense_names]
-          + [dense[n] for n in self.schema.pretrained_names], axis=1)))
+      parts.append(self.dense_token(self.dense_vector(dense)))
     if self.cross_token is not None:
       parts.append(self.cross_token(self._cross_pairs(dense, views)))
     if self.task_tokens is not None:
