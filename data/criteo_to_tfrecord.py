@@ -4,10 +4,12 @@ r"""Converts raw Kaggle Criteo click logs into TFRecords of tf.Example.
         --output_dir=/tmp/criteo --num_shards=64 --eval_fraction=0.1
 
 Input: the Display Advertising Challenge's `train.txt` layout (45M rows, or
-`../shared/data/criteo_8k/*.tsv`): tab-separated, no header, `label`, 13
-integer features I1..I13 (I2 can be negative), 26 categorical features
-C1..C26 (8-hex-digit hashes); an empty field is a missing value and stays
-missing in the tf.Example (the feature is left out).
+`../shared/data/criteo_8k/*.tsv`): tab-separated, no header, no quoting (a
+`"` is an ordinary character), `label`, 13 integer features I1..I13 (I2 can
+be negative), 26 categorical features C1..C26 (8-hex-digit hashes); an
+empty field is a missing value and stays missing in the tf.Example (the
+feature is left out). Any other cell (`3.75` or `1_000` in an integer
+column, a hash of another length) is a bad row, named by line and column.
 
 Schema written: task `label`; I1..I13 dense with --dense_normalization
 (log1p by default, i.e. sign(x) log(1 + |x|)); C1..C26 string sparse fields
@@ -16,20 +18,41 @@ are no semantic groups: RankMixer's semantic split sees one ordered group.
 Streaming: memory stays constant whatever the input size.
 """
 
-from typing import List
+import re
+from typing import Any, Dict, List
 
 from absl import app
 from absl import flags
 
 import rankup_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+from rankup_tf import cli
 from rankup_tf import schema as schema_lib
 from data import csv_to_tfrecord
+from data import records
 
 NUM_INTEGER = 13
 NUM_CATEGORICAL = 26
 LABEL = "label"
 COLUMNS = ([LABEL] + [f"I{i}" for i in range(1, NUM_INTEGER + 1)]
            + [f"C{i}" for i in range(1, NUM_CATEGORICAL + 1)])
+_HASH_RE = re.compile(r"[0-9a-f]{8}")
+
+
+def _parse_hash(text: str) -> str:
+  if not _HASH_RE.fullmatch(text):
+    raise ValueError(f"{csv_to_tfrecord.show(text)} is not an 8-hex-digit "
+                     "hash")
+  return text
+
+
+# Criteo's own cell formats, stricter than the schema's (dense fields are
+# floats there, hashed fields any string).
+CELL_PARSERS = dict(
+    {f"I{i}": csv_to_tfrecord.optional(
+        lambda text: float(csv_to_tfrecord.parse_int(text)))
+     for i in range(1, NUM_INTEGER + 1)},
+    **{f"C{i}": csv_to_tfrecord.optional(_parse_hash)
+       for i in range(1, NUM_CATEGORICAL + 1)})
 
 
 def criteo_schema(hash_buckets: int = 100_000,
@@ -50,15 +73,22 @@ def criteo_schema(hash_buckets: int = 100_000,
   }, source="criteo schema")
 
 
+def convert(input_path: str, schema: schema_lib.Schema,
+            writer: records.DatasetWriter, skip_bad_rows: bool = False
+            ) -> Dict[str, Any]:
+  """Streams a raw Criteo file into `writer`; returns conversion counts."""
+  return csv_to_tfrecord.convert_delimited(
+      input_path, schema, writer, delimiter="\t", columns=COLUMNS,
+      skip_bad_rows=skip_bad_rows, quoting=False, parsers=CELL_PARSERS)
+
+
 def main(argv: List[str]) -> None:
   del argv
   FLAGS = flags.FLAGS
-  schema = criteo_schema(FLAGS.hash_buckets, FLAGS.dense_normalization)
-  writer = csv_to_tfrecord.make_writer(schema)
-  counts = csv_to_tfrecord.convert_delimited(
-      FLAGS.input, schema, writer, delimiter="\t", columns=COLUMNS,
-      skip_bad_rows=FLAGS.skip_bad_rows)
-  csv_to_tfrecord.report(writer.close(counts))
+  with cli.one_line_errors():
+    schema = criteo_schema(FLAGS.hash_buckets, FLAGS.dense_normalization)
+    csv_to_tfrecord.write_dataset(schema, lambda writer: convert(
+        FLAGS.input, schema, writer, FLAGS.skip_bad_rows))
 
 
 if __name__ == "__main__":

@@ -4,67 +4,89 @@ r"""Converts a delimited text file (CSV/TSV) into TFRecords of tf.Example.
         --output_dir=/tmp/clicks --num_shards=4 [--eval_fraction=0.1]
 
 The file needs a header naming its columns; every feature the schema names
-must be a column (extra columns are reported and not converted). Cell format:
+must be a column (extra columns are reported and not converted). A record is
+one line (UTF-8; a field may be quoted "like, this" with "" for a quote, but
+may not span lines). Cell format:
 
 * empty cell = missing value (sparse and dense fields; tf.Example leaves the
   feature out, the input pipeline applies the schema's default);
+* integers are plain decimal (`-12`), floats decimal or scientific
+  (`3.75`, `1e-3`), never `nan`, `inf`, `1_000` or padded with spaces;
 * multivalent sparse cells hold values separated by --multivalent_separator;
 * pretrained-vector cells hold exactly `dim` floats separated by
   --vector_separator;
 * labels are 0 or 1, weights are floats; both are required.
 
-A row that breaks these rules stops the conversion with an error naming the
-file, line and column, unless --skip_bad_rows is set: then it is skipped and
-counted (`skipped_rows` in stats.json and in the final log line).
+A row that breaks these rules stops the conversion with one line naming the
+file, line and column, unless --skip_bad_rows is set: then that line, and
+only that line, is skipped and counted (`skipped_rows` in stats.json and in
+the final log line). A conversion that would write no row fails.
 Memory use is bounded by --chunk_rows whatever the input size.
 """
 
-import csv
-import io
+import codecs
 import math
+import re
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Tuple
 
 from absl import app
 from absl import flags
 from absl import logging
 
 import rankup_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+from rankup_tf import cli
 from rankup_tf import schema as schema_lib
 from data import records
 
 Cell = Callable[[str], Any]
 
+# Longest cell accepted: longer ones are garbage (a lost line break, binary
+# data), not values.
+MAX_CELL_CHARS = 1 << 17
+# Skipped rows whose reason is logged (all are counted).
+_LOGGED_SKIPS = 10
 
-def _parse_int(text: str) -> int:
-  try:
-    return int(text)
-  except ValueError:
-    raise ValueError(f"{text!r} is not an integer") from None
+_INT_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT_RE = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?",
+                       re.ASCII)
 
 
-def _parse_float(text: str) -> float:
-  try:
-    value = float(text)
-  except ValueError:
-    raise ValueError(f"{text!r} is not a number") from None
-  if not math.isfinite(value):
-    raise ValueError(f"{text!r} is not a finite number")
+def show(text: str) -> str:
+  """A cell as an error message quotes it: repr, long ones shortened."""
+  if len(text) <= 40:
+    return repr(text)
+  return f"{text[:40]!r}... ({len(text)} characters)"
+
+
+def parse_int(text: str) -> int:
+  if not _INT_RE.fullmatch(text):
+    raise ValueError(f"{show(text)} is not an integer")
+  return int(text)
+
+
+def parse_float(text: str) -> float:
+  value = float(text) if _FLOAT_RE.fullmatch(text) else math.nan
+  if not math.isfinite(value):  # not a number, or out of float range
+    raise ValueError(f"{show(text)} is not a finite decimal number")
   return value
 
 
 def _parse_label(text: str) -> float:
-  if text.strip() in ("0", "1", "0.0", "1.0"):
+  if text in ("0", "1", "0.0", "1.0"):
     return float(text)
-  raise ValueError(f"label {text!r} is not 0 or 1")
+  raise ValueError(f"label {show(text)} is not 0 or 1")
+
+
+def optional(parse: Cell) -> Cell:
+  """An empty cell is a missing value (None); others go to `parse`."""
+  return lambda text: None if text == "" else parse(text)
 
 
 def cell_parsers(schema: schema_lib.Schema, multivalent_separator: str,
                  vector_separator: str) -> Dict[str, Cell]:
   """name -> function(cell text) -> value or None, raising ValueError."""
   parsers = {}
-
-  def optional(parse):
-    return lambda text: None if text == "" else parse(text)
 
   def required(parse, name):
     def parse_required(text):
@@ -76,7 +98,7 @@ def cell_parsers(schema: schema_lib.Schema, multivalent_separator: str,
   for kind_name, kind in records.record_fields(schema).items():
     if kind == "sparse":
       f = schema.sparse(kind_name)
-      scalar = _parse_int if f.dtype == "int64" else str
+      scalar = parse_int if f.dtype == "int64" else str
       if f.multivalent:
         parsers[kind_name] = optional(
             lambda text, scalar=scalar: [scalar(v) for v in
@@ -84,12 +106,12 @@ def cell_parsers(schema: schema_lib.Schema, multivalent_separator: str,
       else:
         parsers[kind_name] = optional(scalar)
     elif kind == "dense":
-      parsers[kind_name] = optional(_parse_float)
+      parsers[kind_name] = optional(parse_float)
     elif kind == "pretrained":
       dim = schema.pretrained(kind_name).dim
 
       def vector(text, dim=dim, name=kind_name):
-        values = [_parse_float(v) for v in text.split(vector_separator)]
+        values = [parse_float(v) for v in text.split(vector_separator)]
         if len(values) != dim:
           raise ValueError(f"vector {name!r} has {len(values)} values, the "
                            f"schema says dim={dim}")
@@ -98,17 +120,87 @@ def cell_parsers(schema: schema_lib.Schema, multivalent_separator: str,
     elif kind == "label":
       parsers[kind_name] = required(_parse_label, kind_name)
     elif kind == "weight":
-      parsers[kind_name] = required(_parse_float, kind_name)
+      parsers[kind_name] = required(parse_float, kind_name)
     else:  # user_id
-      scalar = _parse_int if schema.user_id.dtype == "int64" else str
+      scalar = parse_int if schema.user_id.dtype == "int64" else str
       parsers[kind_name] = required(scalar, kind_name)
   return parsers
 
 
-def _counting_lines(stream: io.BufferedReader, progress) -> Iterable[str]:
-  for line in stream:
-    progress.update(len(line))
-    yield line.decode("utf-8")
+class _BadField(ValueError):
+  """A line that cannot be split into fields; `index` is the bad field."""
+
+  def __init__(self, index: int, message: str):
+    super().__init__(message)
+    self.index = index
+
+
+def _quoted_field_re(delimiter: str) -> "re.Pattern":
+  d = re.escape(delimiter)
+  return re.compile(rf'"((?:[^"]|"")*)"(?={d}|$)|([^"{d}]*)(?={d}|$)')
+
+
+def split_quoted(text: str, delimiter: str, field_re: "re.Pattern"
+                 ) -> List[str]:
+  """Fields of one CSV line (RFC 4180 quoting, no line breaks in fields).
+
+  Raises:
+    _BadField: a quote that does not open and close a whole field.
+  """
+  fields, pos = [], 0
+  while True:
+    match = field_re.match(text, pos)
+    if match is None:
+      raise _BadField(len(fields), "a quote that does not enclose the whole "
+                      "field (quote a field as \"...\" and double quotes "
+                      "inside it; a quoted field cannot span lines)")
+    quoted, plain = match.groups()
+    fields.append(plain if quoted is None else quoted.replace('""', '"'))
+    pos = match.end()
+    if pos == len(text):
+      return fields
+    pos += len(delimiter)
+
+
+def _split_line(raw: bytes, delimiter: str, field_re
+                ) -> List[str]:
+  """Decodes and splits one line; _BadField names the field at fault."""
+  raw = raw.rstrip(b"\n")
+  raw = raw[:-1] if raw.endswith(b"\r") else raw
+  try:
+    text = raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    prefix = raw[:e.start].decode("utf-8", "replace")
+    raise _BadField(prefix.count(delimiter), f"byte 0x{raw[e.start]:02x} is "
+                    "not UTF-8 text (binary data?)") from None
+  if "\0" in text:
+    raise _BadField(text[:text.index("\0")].count(delimiter),
+                    "holds a NUL byte (binary data?)")
+  fields = (text.split(delimiter) if field_re is None
+            else split_quoted(text, delimiter, field_re))
+  for index, field in enumerate(fields):
+    if len(field) > MAX_CELL_CHARS:
+      raise _BadField(index, f"{show(field)} is longer than the "
+                      f"{MAX_CELL_CHARS} characters a cell may hold")
+  return fields
+
+
+def _numbered_lines(stream, progress, first_line: int
+                    ) -> Iterable[Tuple[int, bytes]]:
+  for line_no, raw in enumerate(stream, start=first_line):
+    progress.update(len(raw))
+    yield line_no, raw
+
+
+def _check_input(input_path: str) -> int:
+  """The input's size; raises BadInputError unless it is a readable file."""
+  import tensorflow as tf
+  if not tf.io.gfile.exists(input_path):
+    raise records.BadInputError(f"{input_path}: no such file.")
+  if tf.io.gfile.isdir(input_path):
+    raise records.BadInputError(f"{input_path} is a directory, expected a "
+                                "file.")
+  return tf.io.gfile.stat(input_path).length
 
 
 def convert_delimited(
@@ -121,30 +213,58 @@ def convert_delimited(
     vector_separator: str = " ",
     skip_bad_rows: bool = False,
     chunk_rows: int = 8192,
+    quoting: bool = True,
+    parsers: Optional[Dict[str, Cell]] = None,
 ) -> Dict[str, Any]:
   """Streams a delimited file into `writer`; returns conversion counts.
 
   Args:
     columns: the column names when the file has no header (Criteo); None
       reads them from the first line.
+    quoting: fields may be quoted (CSV); False for formats without quoting
+      (Criteo's TSV), where a quote is an ordinary character.
+    parsers: cell parsers replacing the schema's for some fields (Criteo's
+      integer and hash columns).
   Raises:
-    records.BadInputError: naming file, line and column of a bad row.
+    records.BadInputError: naming file, line and column of a bad row, or a
+      file that holds no row to convert.
   """
   import tensorflow as tf
-  parsers = cell_parsers(schema, multivalent_separator, vector_separator)
-  total = tf.io.gfile.stat(input_path).length
+  if len(delimiter) != 1 or delimiter in '"\n\r':
+    raise ValueError(f"delimiter {delimiter!r} cannot separate fields: use "
+                     "one character other than a quote or line break.")
+  parsers = dict(cell_parsers(schema, multivalent_separator,
+                              vector_separator), **(parsers or {}))
+  total = _check_input(input_path)
+  field_re = _quoted_field_re(delimiter) if quoting else None
   skipped = 0
+
+  def bad(line_no, message):
+    return records.BadInputError(
+        f"{input_path}, line {line_no}: {message}. (--skip_bad_rows skips "
+        "and counts such rows.)")
+
   with tf.io.gfile.GFile(input_path, "rb") as stream, \
       records.progress_bar(total, f"converting {input_path}") as progress:
-    reader = csv.reader(_counting_lines(stream, progress),
-                        delimiter=delimiter)
-    first_line = 1
+    lines = _numbered_lines(stream, progress, first_line=1)
     if columns is None:
-      columns = next(reader, None)
-      first_line = 2
-      if columns is None:
+      line_no, header = next(lines, (1, None))
+      if header is None:
         raise records.BadInputError(f"{input_path}: empty file, expected a "
                                     "header line.")
+      header = header[len(codecs.BOM_UTF8):] if header.startswith(
+          codecs.BOM_UTF8) else header  # Spreadsheets start with a BOM.
+      try:
+        columns = _split_line(header, delimiter, field_re)
+      except _BadField as e:
+        raise records.BadInputError(
+            f"{input_path}, line 1 (header), field {e.index + 1}: {e}."
+            ) from None
+      repeated = sorted({c for c in columns if columns.count(c) > 1})
+      if repeated:
+        raise records.BadInputError(
+            f"{input_path}, line 1 (header): column(s) {repeated} appear "
+            "more than once.")
     columns = list(columns)
     missing = [n for n in parsers if n not in columns]
     if missing:
@@ -155,10 +275,16 @@ def convert_delimited(
     if extra:
       logging.info("%s: columns not in the schema, not converted: %s",
                    input_path, extra)
+
+    def column(index):
+      return repr(columns[index]) if index < len(columns) else \
+          f"#{index + 1} (of {len(columns)})"
+
     wanted = [(columns.index(n), n, p) for n, p in parsers.items()]
     chunk = {n: [] for n in parsers}
-    for line_no, row in enumerate(reader, start=first_line):
+    for line_no, raw in lines:
       try:
+        row = _split_line(raw, delimiter, field_re)
         if len(row) != len(columns):
           raise ValueError(f"has {len(row)} fields, expected {len(columns)}")
         values = []
@@ -166,21 +292,30 @@ def convert_delimited(
           try:
             values.append(parse(row[index]))
           except ValueError as e:
-            raise ValueError(f"column {name!r}: {e}") from None
+            raise _BadField(index, str(e)) from None
+      except _BadField as e:
+        error = bad(line_no, f"column {column(e.index)}: {e}")
       except ValueError as e:
-        if not skip_bad_rows:
-          raise records.BadInputError(f"{input_path}, line {line_no}: {e}."
-                                      " (--skip_bad_rows skips and counts "
-                                      "such rows.)") from None
-        skipped += 1
+        error = bad(line_no, str(e))
+      else:
+        for (_, name, _), value in zip(wanted, values):
+          chunk[name].append(value)
+        if len(chunk[wanted[0][1]]) >= chunk_rows:
+          writer.add(chunk)
+          chunk = {n: [] for n in parsers}
         continue
-      for (_, name, _), value in zip(wanted, values):
-        chunk[name].append(value)
-      if len(chunk[wanted[0][1]]) >= chunk_rows:
-        writer.add(chunk)
-        chunk = {n: [] for n in parsers}
+      if not skip_bad_rows:
+        raise error
+      skipped += 1
+      if skipped <= _LOGGED_SKIPS:
+        logging.warning("skipped: %s", str(error).split(" (--skip")[0])
     if chunk[wanted[0][1]]:
       writer.add(chunk)
+  if writer.rows == 0:
+    raise records.BadInputError(
+        f"{input_path}: no row to convert"
+        + (f" (all {skipped} rows are bad)." if skipped else
+           " (the file holds no data rows)."))
   if skipped:
     logging.warning("%s: skipped %d bad rows.", input_path, skipped)
   return {"skipped_rows": skipped, "source": input_path}
@@ -204,15 +339,17 @@ def define_output_flags():
   flags.mark_flag_as_required("output_dir")
 
 
-def make_writer(schema: schema_lib.Schema) -> records.DatasetWriter:
-  return records.DatasetWriter(
+def write_dataset(schema: schema_lib.Schema,
+                  convert: Callable[[records.DatasetWriter], Dict[str, Any]]
+                  ) -> None:
+  """Runs `convert(writer)` into --output_dir, publishes the result and
+  prints the counts; a failure leaves --output_dir as it was."""
+  with records.DatasetWriter(
       schema, FLAGS.output_dir, FLAGS.num_shards,
       compression="GZIP" if FLAGS.gzip else "",
       eval_fraction=FLAGS.eval_fraction,
-      num_eval_shards=FLAGS.num_eval_shards, seed=FLAGS.seed)
-
-
-def report(stats: Dict[str, Any]) -> None:
+      num_eval_shards=FLAGS.num_eval_shards, seed=FLAGS.seed) as writer:
+    stats = writer.close(convert(writer))
   split_rows = ", ".join(f"{s}: {stats[s]['rows']} rows"
                          for s in ("train", "eval") if s in stats)
   print(f"Wrote {split_rows} to {FLAGS.output_dir} "
@@ -221,16 +358,15 @@ def report(stats: Dict[str, Any]) -> None:
 
 def main(argv: List[str]) -> None:
   del argv
-  schema = schema_lib.Schema.load(FLAGS.schema)
-  delimiter = FLAGS.delimiter or ("\t" if FLAGS.input.endswith(".tsv")
-                                  else ",")
-  writer = make_writer(schema)
-  counts = convert_delimited(
-      FLAGS.input, schema, writer, delimiter,
-      multivalent_separator=FLAGS.multivalent_separator,
-      vector_separator=FLAGS.vector_separator,
-      skip_bad_rows=FLAGS.skip_bad_rows)
-  report(writer.close(counts))
+  with cli.one_line_errors():
+    schema = schema_lib.Schema.load(FLAGS.schema)
+    delimiter = FLAGS.delimiter or ("\t" if FLAGS.input.endswith(".tsv")
+                                    else ",")
+    write_dataset(schema, lambda writer: convert_delimited(
+        FLAGS.input, schema, writer, delimiter,
+        multivalent_separator=FLAGS.multivalent_separator,
+        vector_separator=FLAGS.vector_separator,
+        skip_bad_rows=FLAGS.skip_bad_rows))
 
 
 if __name__ == "__main__":

@@ -11,11 +11,18 @@ Output layout of every converter::
     <output_dir>/eval-00000-of-00004.tfrecord[.gz]    (with --eval_fraction)
     <output_dir>/schema.json   (standardized dense fields get mean/std here)
     <output_dir>/stats.json
+
+The folder only ever holds the last successful conversion: shards are
+written under hidden temporary names (`.train-...tmp`, which no glob of the
+layout matches), deleted if the conversion fails, and published on success,
+when the shards of an earlier conversion that the new one did not write
+(another --num_shards, an eval split no longer asked for) are removed.
 """
 
 import json
 import math
 import os
+import re
 import zlib
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -104,6 +111,12 @@ def _chunk_len(chunk: Chunk) -> int:
   return lengths.pop()
 
 
+# Every shard name of the layout, any split and shard count, and the
+# temporary names shards are written under.
+_SHARD_RE = re.compile(r"(train|eval)-\d{5}-of-\d{5}\.tfrecord(\.gz)?")
+_TEMPORARY_RE = re.compile(r"\.(train|eval)-.*\.tmp")
+
+
 def shard_paths(output_dir: str, prefix: str, num_shards: int,
                 compression: str) -> List[str]:
   suffix = ".tfrecord.gz" if compression == "GZIP" else ".tfrecord"
@@ -111,11 +124,17 @@ def shard_paths(output_dir: str, prefix: str, num_shards: int,
                        f"{suffix}") for i in range(num_shards)]
 
 
+def _temporary(path: str) -> str:
+  """The hidden name a file is written under before it is published."""
+  return os.path.join(os.path.dirname(path),
+                      f".{os.path.basename(path)}.tmp")
+
+
 class ShardedWriter:
   """Writes records round-robin into N TFRecord shards.
 
-  Shards are written under a temporary name and renamed on `close`, so a
-  reader never sees a half-written shard under its final name.
+  Shards are written under hidden temporary names; `close` renames them into
+  place, `abort` deletes them.
   """
 
   def __init__(self, output_dir: str, prefix: str, num_shards: int,
@@ -128,7 +147,7 @@ class ShardedWriter:
     tf.io.gfile.makedirs(output_dir)
     self.paths = shard_paths(output_dir, prefix, num_shards, compression)
     options = tf.io.TFRecordOptions(compression_type=compression)
-    self._writers = [tf.io.TFRecordWriter(p + ".tmp", options)
+    self._writers = [tf.io.TFRecordWriter(_temporary(p), options)
                      for p in self.paths]
     self._next = 0
     self.rows = 0
@@ -143,7 +162,13 @@ class ShardedWriter:
   def close(self) -> None:
     for writer, path in zip(self._writers, self.paths):
       writer.close()
-      tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+      tf.io.gfile.rename(_temporary(path), path, overwrite=True)
+
+  def abort(self) -> None:
+    for writer, path in zip(self._writers, self.paths):
+      writer.close()
+      if tf.io.gfile.exists(_temporary(path)):
+        tf.io.gfile.remove(_temporary(path))
 
 
 class HyperLogLog:
@@ -278,7 +303,18 @@ class DatasetStats:
 
 
 class DatasetWriter:
-  """Train/eval shard writers plus the stats of the training split."""
+  """Train/eval shard writers plus the stats of the training split.
+
+  Use it as a context manager: leaving the block by an exception before
+  `close` deletes what was written, so a failed conversion leaves the
+  output folder as it was.
+
+  ```python
+  with DatasetWriter(schema, "/tmp/out", num_shards=4) as writer:
+    writer.add(chunk)
+    stats = writer.close()
+  ```
+  """
 
   def __init__(self, schema: schema_lib.Schema, output_dir: str,
                num_shards: int, compression: str = "",
@@ -287,6 +323,9 @@ class DatasetWriter:
     if not 0.0 <= eval_fraction < 1.0:
       raise ValueError(f"eval_fraction must be in [0, 1), got "
                        f"{eval_fraction}.")
+    if tf.io.gfile.exists(output_dir) and not tf.io.gfile.isdir(output_dir):
+      raise ValueError(f"output_dir {output_dir} is a file, expected a "
+                       "folder.")
     self.schema = schema
     self.output_dir = output_dir
     self.encoder = ExampleEncoder(schema)
@@ -298,6 +337,14 @@ class DatasetWriter:
     self.train_stats = DatasetStats(schema)
     self.eval_stats = DatasetStats(schema)
     self._rng = np.random.default_rng(seed)
+    self._closed = False
+
+  def __enter__(self) -> "DatasetWriter":
+    return self
+
+  def __exit__(self, exc_type, exc, traceback) -> None:
+    if not self._closed:
+      self.abort()
 
   def add(self, chunk: Chunk) -> None:
     if self.eval is None:
@@ -310,24 +357,52 @@ class DatasetWriter:
       stats.add(part)
       writer.write(self.encoder.encode(part))
 
+  @property
+  def rows(self) -> int:
+    """Rows added so far, both splits."""
+    return self.train_stats.rows + self.eval_stats.rows
+
+  def abort(self) -> None:
+    """Deletes the temporary shards; the output folder is left as it was."""
+    self._closed = True
+    for writer in (self.train, self.eval):
+      if writer is not None:
+        writer.abort()
+
   def close(self, extra_stats: Optional[Dict[str, Any]] = None
             ) -> Dict[str, Any]:
-    """Closes shards, writes schema.json and stats.json; returns the stats."""
+    """Publishes the shards, schema.json and stats.json; returns the stats.
+
+    Shards of an earlier conversion that this one did not write are removed.
+    """
+    self._closed = True
     self.train.close()
     stats = {"train": self.train_stats.result(),
              "train_files": [os.path.basename(p) for p in self.train.paths]}
+    written = set(self.train.paths)
     if self.eval is not None:
       self.eval.close()
       stats["eval"] = self.eval_stats.result()
       stats["eval_files"] = [os.path.basename(p) for p in self.eval.paths]
+      written |= set(self.eval.paths)
+    for name in tf.io.gfile.listdir(self.output_dir):
+      path = os.path.join(self.output_dir, name)
+      if ((_SHARD_RE.fullmatch(name) and path not in written)
+          or _TEMPORARY_RE.fullmatch(name)):
+        tf.io.gfile.remove(path)
     stats.update(extra_stats or {})
     schema = self.schema.with_dense_stats(
         {n: s for n, s in stats["train"]["dense"].items()
          if s["mean"] is not None})
-    schema.save(os.path.join(self.output_dir, "schema.json"))
-    with tf.io.gfile.GFile(os.path.join(self.output_dir, "stats.json"),
-                           "w") as f:
-      f.write(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    schema_path = os.path.join(self.output_dir, "schema.json")
+    schema.save(_temporary(schema_path))
+    tf.io.gfile.rename(_temporary(schema_path), schema_path, overwrite=True)
+    stats_path = os.path.join(self.output_dir, "stats.json")
+    with tf.io.gfile.GFile(_temporary(stats_path), "w") as f:
+      # Strict JSON: a NaN here would be a bug upstream, not a value.
+      f.write(json.dumps(stats, indent=2, sort_keys=True, allow_nan=False)
+              + "\n")
+    tf.io.gfile.rename(_temporary(stats_path), stats_path, overwrite=True)
     return stats
 
 
@@ -336,8 +411,9 @@ def _select(chunk: Chunk, mask: np.ndarray) -> Chunk:
   return {k: [v[i] for i in index] for k, v in chunk.items()}
 
 
-def progress_bar(total_bytes: int, description: str):
-  """A byte-based progress bar on stderr (tqdm)."""
+def progress_bar(total: int, description: str, unit: str = "B"):
+  """A progress bar on stderr (tqdm), off when stderr is not a terminal
+  (logs and captured output get the result line, not bar redraws)."""
   from tqdm import tqdm
-  return tqdm(total=total_bytes, unit="B", unit_scale=True, desc=description,
-              mininterval=1.0, dynamic_ncols=True)
+  return tqdm(total=total, unit=unit, unit_scale=True, desc=description,
+              mininterval=1.0, dynamic_ncols=True, disable=None)

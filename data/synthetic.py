@@ -330,21 +330,21 @@ def generate(output_dir: str, rows: int, seed: int = 0,
              compression: str = "", chunk_rows: int = 8192) -> Dict:
   """Writes the synthetic log; returns stats.json's content."""
   world = World(seed, num_users, num_items)
-  writer = records.DatasetWriter(synthetic_schema(), output_dir, num_shards,
-                                 compression=compression,
-                                 eval_fraction=eval_fraction,
-                                 seed=seed)
-  with records.progress_bar(rows, "synthetic rows") as progress:
-    for index, start in enumerate(range(0, rows, chunk_rows)):
-      n = min(chunk_rows, rows - start)
-      writer.add(generate_chunk(world, np.random.default_rng([seed, 3, index]),
-                                n))
-      progress.update(n)
-  return writer.close({"generator": {
-      "seed": seed, "rows": rows, "num_users": num_users,
-      "num_items": num_items,
-      "click_intercept": world.click_intercept,
-      "conversion_intercept": world.conversion_intercept}})
+  with records.DatasetWriter(synthetic_schema(), output_dir, num_shards,
+                             compression=compression,
+                             eval_fraction=eval_fraction,
+                             seed=seed) as writer:
+    with records.progress_bar(rows, "synthetic rows", unit=" rows") as bar:
+      for index, start in enumerate(range(0, rows, chunk_rows)):
+        n = min(chunk_rows, rows - start)
+        writer.add(generate_chunk(
+            world, np.random.default_rng([seed, 3, index]), n))
+        bar.update(n)
+    return writer.close({"generator": {
+        "seed": seed, "rows": rows, "num_users": num_users,
+        "num_items": num_items,
+        "click_intercept": world.click_intercept,
+        "conversion_intercept": world.conversion_intercept}})
 
 
 def main(argv: List[str]) -> None:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -103,8 +104,11 @@ def test_criteo_bad_line_is_named_and_skip_counts(tmp_path, shared_data):
   bad.write_text("\n".join(lines) + "\n")
   result = _run("data.criteo_to_tfrecord", f"--input={bad}",
                 f"--output_dir={tmp_path}/out", "--num_shards=1")
-  assert result.returncode != 0
-  assert f"{bad}, line 10: has 41 fields, expected 40" in result.stderr
+  assert result.returncode == 1
+  assert result.stderr.splitlines()[-1] == (
+      f"error: {bad}, line 10: has 41 fields, expected 40. (--skip_bad_rows "
+      "skips and counts such rows.)")
+  assert "Traceback" not in result.stderr
   result = _run("data.criteo_to_tfrecord", f"--input={bad}",
                 f"--output_dir={tmp_path}/out", "--num_shards=1",
                 "--skip_bad_rows")
@@ -112,6 +116,205 @@ def test_criteo_bad_line_is_named_and_skip_counts(tmp_path, shared_data):
   assert "skipped bad rows: 2" in result.stdout
   stats = json.load(open(tmp_path / "out" / "stats.json"))
   assert stats["skipped_rows"] == 2 and stats["train"]["rows"] == 48
+
+
+def _criteo_lines(shared_data, n=40):
+  return open(f"{shared_data}/criteo_8k/dev.tsv").read().splitlines()[:n]
+
+
+def _set_cell(line, column, value, delimiter="\t"):
+  cells = line.split(delimiter)
+  cells[column] = value
+  return delimiter.join(cells)
+
+
+def _write(path, lines, end="\n"):
+  path.write_bytes(b"".join(
+      (l if isinstance(l, bytes) else l.encode()) + end.encode()
+      for l in lines))
+  return str(path)
+
+
+def _criteo(path, out, skip=False):
+  """Converts a Criteo file in process; returns the stats."""
+  schema = criteo_to_tfrecord.criteo_schema(hash_buckets=100)
+  with records.DatasetWriter(schema, str(out), 2) as writer:
+    return writer.close(criteo_to_tfrecord.convert(str(path), schema, writer,
+                                                   skip_bad_rows=skip))
+
+
+def test_criteo_stray_quote_is_one_bad_row_not_a_merge(tmp_path,
+                                                       shared_data):
+  lines = _criteo_lines(shared_data)
+  # TSV has no quoting: a quote opening a cell used to swallow the rows up
+  # to the next quote into one field.
+  lines[4] = _set_cell(lines[4], 20, '"' + lines[4].split("\t")[20])
+  lines[30] = _set_cell(lines[30], 25, lines[30].split("\t")[25] + '"')
+  bad = _write(tmp_path / "quote.tsv", lines)
+  with pytest.raises(records.BadInputError) as error:
+    _criteo(bad, tmp_path / "strict")
+  assert str(error.value).startswith(
+      f"{bad}, line 5: column 'C7': '\"")
+  assert "is not an 8-hex-digit hash" in str(error.value)
+  stats = _criteo(bad, tmp_path / "skip", skip=True)
+  assert stats["skipped_rows"] == 2 and stats["train"]["rows"] == 38
+  examples = _read_examples(str(tmp_path / "skip" /
+                                "train-00000-of-00002.tfrecord"))
+  # Row order is kept: shard 0 holds source lines 1, 3, 6 (line 5 skipped)...
+  assert _value(examples[2], "C1") == [lines[5].split("\t")[14].encode()]
+
+
+@pytest.mark.parametrize("cell, problem", [
+    ("3.75", "'3.75' is not an integer"),
+    ("1_000", "'1_000' is not an integer"),
+    (" 12", "' 12' is not an integer"),
+    ("1e3", "'1e3' is not an integer"),
+])
+def test_criteo_integer_columns_take_only_integers(tmp_path, shared_data,
+                                                   cell, problem):
+  lines = _criteo_lines(shared_data)
+  lines[7] = _set_cell(lines[7], 3, cell)
+  bad = _write(tmp_path / "ints.tsv", lines)
+  with pytest.raises(records.BadInputError, match=re.escape(
+      f"{bad}, line 8: column 'I3': {problem}.")):
+    _criteo(bad, tmp_path / "out")
+
+
+def test_undecodable_nul_and_overlong_cells_name_line_and_column(
+    tmp_path, shared_data):
+  lines = [l.encode() for l in _criteo_lines(shared_data, 10)]
+  cases = {
+      "utf8": (3, lines[2].replace(b"\t", b"\t\xff\xfe", 1),
+               "column 'I1': byte 0xff is not UTF-8 text (binary data?)"),
+      "nul": (4, lines[3][:-2] + b"\x00" + lines[3][-1:],
+              "column 'C26': holds a NUL byte (binary data?)"),
+      "long": (6, _set_cell(lines[5].decode(), 30, "a" * 200_000).encode(),
+               "column 'C17': 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'... "
+               "(200000 characters) is longer than the 131072 characters a "
+               "cell may hold"),
+  }
+  for name, (line_no, line, message) in cases.items():
+    content = list(lines)
+    content[line_no - 1] = line
+    bad = _write(tmp_path / f"{name}.tsv", content)
+    with pytest.raises(records.BadInputError) as error:
+      _criteo(bad, tmp_path / name)
+    assert str(error.value) == (f"{bad}, line {line_no}: {message}. "
+                                "(--skip_bad_rows skips and counts such "
+                                "rows.)")
+    assert os.listdir(tmp_path / name) == []  # nothing left behind
+
+
+def test_nothing_to_convert_is_an_error(tmp_path, shared_data):
+  schema = criteo_to_tfrecord.criteo_schema(hash_buckets=100)
+  schema_path = str(tmp_path / "schema.json")
+  schema.save(schema_path)
+  empty = _write(tmp_path / "empty.tsv", [])
+  header_only = _write(tmp_path / "header.csv",
+                       [",".join(criteo_to_tfrecord.COLUMNS)])
+  all_bad = _write(tmp_path / "bad.tsv", ["x"] * 3)
+  expected = [
+      (empty, f"{empty}: no row to convert (the file holds no data rows)."),
+      (str(tmp_path / "missing.tsv"), f"{tmp_path}/missing.tsv: no such "
+       "file."),
+      (str(tmp_path), f"{tmp_path} is a directory, expected a file."),
+  ]
+  for path, message in expected:
+    with pytest.raises(records.BadInputError) as error:
+      _criteo(path, tmp_path / "out")
+    assert str(error.value) == message
+  with pytest.raises(records.BadInputError) as error:
+    _criteo(all_bad, tmp_path / "out", skip=True)
+  assert str(error.value) == f"{all_bad}: no row to convert (all 3 rows are " \
+      "bad)."
+  with pytest.raises(records.BadInputError) as error:
+    csv_to_tfrecord.convert_delimited(
+        header_only, schema, records.DatasetWriter(schema,
+                                                   str(tmp_path / "o"), 1),
+        ",")
+  assert str(error.value) == f"{header_only}: no row to convert (the file " \
+      "holds no data rows)."
+
+
+def test_csv_quoting_follows_rfc4180_one_record_per_line(tmp_path):
+  schema = schema_lib.Schema.from_dict({
+      "sparse_features": [{"name": "city", "dtype": "string",
+                           "hash_buckets": 5}],
+      "dense_features": [{"name": "price"}],
+      "tasks": [{"name": "y"}]})
+  good = _write(tmp_path / "good.csv", [
+      "\ufeffy,city,price",  # a spreadsheet's byte-order mark
+      '1,"Paris, TX",3.5', '0,"say ""hi""",1e-3', "1,,", '0,"",-2'],
+      end="\r\n")
+  writer = records.DatasetWriter(schema, str(tmp_path / "o"), 1)
+  stats = writer.close(csv_to_tfrecord.convert_delimited(good, schema,
+                                                         writer, ","))
+  assert stats["train"]["rows"] == 4
+  examples = _read_examples(str(tmp_path / "o" / "train-00000-of-00001"
+                                ".tfrecord"))
+  assert [_value(e, "city") for e in examples] == [
+      [b"Paris, TX"], [b'say "hi"'], None, None]
+  assert [_value(e, "price") for e in examples] == [
+      [3.5], [pytest.approx(1e-3)], None, [-2.0]]
+  lines = ["y,city,price"] + [f"{i % 2},c{i},{i}" for i in range(30)]
+  lines[3] = '1,"c2,2'  # unclosed: used to swallow the next lines
+  lines[9] = '0,c"8,8'  # a quote inside an unquoted field
+  bad = _write(tmp_path / "bad.csv", lines)
+  for skip, expected in ((False, None), (True, 28)):
+    writer = records.DatasetWriter(schema, str(tmp_path / f"b{skip}"), 1)
+    if not skip:
+      with pytest.raises(records.BadInputError) as error:
+        csv_to_tfrecord.convert_delimited(bad, schema, writer, ",")
+      assert str(error.value).startswith(
+          f"{bad}, line 4: column 'city': a quote that does not enclose the "
+          "whole field")
+      continue
+    stats = writer.close(csv_to_tfrecord.convert_delimited(
+        bad, schema, writer, ",", skip_bad_rows=True))
+    assert (stats["skipped_rows"], stats["train"]["rows"]) == (2, expected)
+
+
+@pytest.mark.parametrize("cell, problem", [
+    ("nan", "'nan' is not a finite decimal number"),
+    ("-inf", "'-inf' is not a finite decimal number"),
+    ("1e999", "'1e999' is not a finite decimal number"),
+    ("1_000.5", "'1_000.5' is not a finite decimal number"),
+    (" 2.5", "' 2.5' is not a finite decimal number"),
+])
+def test_csv_float_cells_are_plain_finite_decimals(tmp_path, cell, problem):
+  schema = schema_lib.Schema.from_dict({
+      "sparse_features": [{"name": "a", "hash_buckets": 5}],
+      "dense_features": [{"name": "price"}], "tasks": [{"name": "y"}]})
+  bad = _write(tmp_path / "f.csv", ["y,a,price", "1,x,1.5", f'0,x,"{cell}"'])
+  with pytest.raises(records.BadInputError, match=re.escape(
+      f"{bad}, line 3: column 'price': {problem}.")):
+    csv_to_tfrecord.convert_delimited(
+        bad, schema, records.DatasetWriter(schema, str(tmp_path / "o"), 1),
+        ",")
+
+
+def test_output_dir_holds_only_the_last_successful_conversion(tmp_path,
+                                                              shared_data):
+  lines = _criteo_lines(shared_data, 30)
+  good = _write(tmp_path / "good.tsv", lines)
+  bad = _write(tmp_path / "bad.tsv", lines[:20] + ["1\tx"] + lines[20:])
+  out = tmp_path / "out"
+  schema = criteo_to_tfrecord.criteo_schema(hash_buckets=100)
+  for shards, eval_fraction in ((4, 0.2), (2, 0.0)):
+    with records.DatasetWriter(schema, str(out), shards,
+                               eval_fraction=eval_fraction) as writer:
+      writer.close(criteo_to_tfrecord.convert(good, schema, writer))
+  # The 4-shard train and eval splits of the first run are gone.
+  assert sorted(os.listdir(out)) == ["schema.json", "stats.json",
+                                     "train-00000-of-00002.tfrecord",
+                                     "train-00001-of-00002.tfrecord"]
+  before = {f: (out / f).read_bytes() for f in os.listdir(out)}
+  with pytest.raises(records.BadInputError, match="line 21"):
+    with records.DatasetWriter(schema, str(out), 3) as writer:
+      writer.close(criteo_to_tfrecord.convert(bad, schema, writer))
+  # A failed conversion leaves no temporary file and the last result intact.
+  assert {f: (out / f).read_bytes() for f in os.listdir(out)} == before
+  assert len(tf.io.gfile.glob(f"{out}/train-*")) == 2
 
 
 def test_csv_converter_on_criteo_sample(tmp_path, shared_data):
