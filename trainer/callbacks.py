@@ -54,16 +54,62 @@ class Throughput(tf.keras.callbacks.Callback):
     return self.examples / self.seconds if self.seconds else float("nan")
 
 
+class EpochThroughput(Throughput):
+  """Throughput over whole Keras epochs (ParameterServerStrategy runs no
+  batch-level callbacks); the first epoch, which carries the tracing, is
+  left out unless it is the only one."""
+
+  on_train_batch_begin = tf.keras.callbacks.Callback.on_train_batch_begin
+  on_train_batch_end = tf.keras.callbacks.Callback.on_train_batch_end
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._start = time.perf_counter()
+    self._first_step = _step(self.model)
+
+  def on_epoch_end(self, epoch, logs=None):
+    elapsed = time.perf_counter() - self._start
+    steps = _step(self.model) - self._first_step
+    self.batches += steps
+    if self._first_batch_done or not self.params.get("epochs", 1) > 1:
+      self.examples += steps * self.global_batch_size
+      self.seconds += elapsed
+    self._first_batch_done = True
+    super().on_epoch_end(epoch, logs)
+
+
 class NaNGuard(tf.keras.callbacks.Callback):
-  """Stops the run on a NaN/inf loss, saying at which step."""
+  """Stops the run on a NaN/inf loss, saying at which step and which step
+  the last backup holds. Put it before the callbacks that save, so a NaN
+  step never reaches a backup or checkpoint."""
+
+  def __init__(self, backup_every_n_steps: int):
+    super().__init__()
+    self.backup_every_n_steps = backup_every_n_steps
 
   def on_train_batch_end(self, batch, logs=None):
+    self._check(logs)
+
+  def _check(self, logs):
     loss = (logs or {}).get("loss")
     if loss is not None and not math.isfinite(float(loss)):
+      step = _step(self.model)
+      last_good = (step - 1) // self.backup_every_n_steps * (
+          self.backup_every_n_steps)
       raise NaNLossError(
-          f"Training loss became {float(loss)} at step {_step(self.model)} "
-          "(global optimizer step). Lower the learning rates, check the "
-          "input statistics, or use --precision=float32.")
+          f"Training loss became {float(loss)} at step {step} (global "
+          f"optimizer step); the last backup and checkpoint, if any, are "
+          f"from step {last_good} or earlier. Lower the learning rates, "
+          "check the input statistics, or use --precision=float32.")
+
+
+class EpochNaNGuard(NaNGuard):
+  """NaNGuard at the ends of Keras epochs (ParameterServerStrategy runs no
+  batch-level callbacks)."""
+
+  on_train_batch_end = tf.keras.callbacks.Callback.on_train_batch_end
+
+  def on_epoch_end(self, epoch, logs=None):
+    self._check(logs)
 
 
 class KeptCheckpoints(tf.keras.callbacks.Callback):
@@ -85,6 +131,9 @@ class KeptCheckpoints(tf.keras.callbacks.Callback):
                                               max_to_keep=self.keep)
 
   def on_train_batch_end(self, batch, logs=None):
+    self._save_on_schedule()
+
+  def _save_on_schedule(self):
     step = _step(self.model)
     if step % self.every_n_steps == 0:
       self.manager.save(checkpoint_number=step)
@@ -95,13 +144,27 @@ class KeptCheckpoints(tf.keras.callbacks.Callback):
       self.manager.save(checkpoint_number=step)
 
 
-class PeriodicEvaluation(tf.keras.callbacks.Callback):
-  """Runs `evaluate(step)` at the end of every Keras epoch (an eval
-  interval of the trainer)."""
+class EpochKeptCheckpoints(KeptCheckpoints):
+  """KeptCheckpoints checked at the ends of Keras epochs
+  (ParameterServerStrategy runs no batch-level callbacks)."""
 
-  def __init__(self, evaluate: Callable[[int], Optional[dict]]):
-    super().__init__()
-    self.evaluate = evaluate
+  on_train_batch_end = tf.keras.callbacks.Callback.on_train_batch_end
 
   def on_epoch_end(self, epoch, logs=None):
-    self.evaluate(_step(self.model))
+    self._save_on_schedule()
+
+
+class PeriodicEvaluation(tf.keras.callbacks.Callback):
+  """Runs `evaluate(step)` at the end of each Keras epoch whose step is a
+  multiple of `every_n_steps`."""
+
+  def __init__(self, evaluate: Callable[[int], Optional[dict]],
+               every_n_steps: int):
+    super().__init__()
+    self.evaluate = evaluate
+    self.every_n_steps = every_n_steps
+
+  def on_epoch_end(self, epoch, logs=None):
+    step = _step(self.model)
+    if step % self.every_n_steps == 0:
+      self.evaluate(step)

@@ -16,7 +16,8 @@ import tensorflow as tf
 from rankup_tf import models
 from serving import restore
 
-STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
+STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device",
+              "parameter_server")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 DENSE_OPTIMIZERS = ("adam", "rmsprop", "adagrad")
 SPARSE_OPTIMIZERS = ("adagrad", "sgd")
@@ -54,7 +55,10 @@ class TrainConfig:
     keep_checkpoints: checkpoints kept.
     eval_every_n_steps: full evaluation interval (0: only at the end).
     erank_every_n_steps: effective-rank trajectory interval (0: off).
-    strategy: auto, mirrored, multi_worker or one_device.
+    strategy: auto, mirrored, multi_worker, one_device or parameter_server.
+    ps_min_shard_bytes, ps_max_shards: parameter_server only; a variable is
+      cut into row shards of at least this many bytes, at most this many
+      (0: one per parameter server).
     num_logical_cpus: split the CPU into this many logical devices (tests
       of MirroredStrategy without GPUs); 0 leaves devices alone.
     skip_bad_records: skip and count bad input records instead of failing.
@@ -84,6 +88,8 @@ class TrainConfig:
   eval_every_n_steps: int = 0
   erank_every_n_steps: int = 0
   strategy: str = "auto"
+  ps_min_shard_bytes: int = 256 << 10
+  ps_max_shards: int = 0
   num_logical_cpus: int = 0
   skip_bad_records: bool = False
 
@@ -116,6 +122,8 @@ class TrainConfig:
          "checkpoint_every_n_steps and keep_checkpoints must be positive.")
     need(self.eval_every_n_steps >= 0 and self.erank_every_n_steps >= 0,
          "eval_every_n_steps and erank_every_n_steps must be >= 0.")
+    need(self.ps_min_shard_bytes > 0 and self.ps_max_shards >= 0,
+         "ps_min_shard_bytes must be positive and ps_max_shards >= 0.")
 
   def to_dict(self) -> Dict[str, Any]:
     values = dataclasses.asdict(self)

@@ -106,8 +106,12 @@ def define_flags() -> None:
   flags.DEFINE_integer("erank_every_n_steps", d.erank_every_n_steps,
                        "Effective-rank trajectory interval (0: off).")
   flags.DEFINE_enum("strategy", d.strategy, list(config_lib.STRATEGIES),
-                    "auto: all GPUs (one device without); multi_worker: "
-                    "TF_CONFIG.")
+                    "auto: MirroredStrategy over 2+ GPUs, else no strategy; "
+                    "multi_worker, parameter_server: from TF_CONFIG.")
+  flags.DEFINE_integer("ps_min_shard_bytes", d.ps_min_shard_bytes,
+                       "parameter_server: smallest shard of a variable.")
+  flags.DEFINE_integer("ps_max_shards", d.ps_max_shards, "parameter_server: "
+                       "most shards per variable (0: one per PS task).")
   flags.DEFINE_integer("num_logical_cpus", d.num_logical_cpus, "Split the "
                        "CPU into this many logical devices.")
   flags.mark_flags_as_required(["train_files", "schema", "model_dir"])

@@ -5,8 +5,11 @@ r"""Trains a ranking model on TFRecords of tf.Example.
         --model=rankup --model_dir=/tmp/run --export_dir=/tmp/export
 
 or `--flagfile=run.flags`. One machine with several GPUs:
-`--strategy=auto` (MirroredStrategy). Several hosts: `--strategy=multi_worker`
-with TF_CONFIG set on every host (README). Without GPUs,
+`--strategy=auto` (MirroredStrategy; no strategy on one device). Several
+hosts: `--strategy=multi_worker` (synchronous, tables replicated) or
+`--strategy=parameter_server` (tables sharded over parameter servers), with
+TF_CONFIG set on every host (README); under parameter_server the same
+command on a worker or ps task only serves. Without GPUs,
 `--strategy=mirrored --num_logical_cpus=2` exercises MirroredStrategy.
 
 What happens: flags -> TrainConfig (saved as model_dir/train_config.json,
@@ -16,10 +19,13 @@ with the schema as model_dir/schema.json) -> a preflight read of one batch
 the strategy -> Keras fit with BackupAndRestore (a killed run resumes at its
 last backup step), kept checkpoints, a NaN guard, TensorBoard and the
 effective-rank callback -> whole-eval-set metrics (metrics.json) -> export
-and validation of a TF Serving SavedModel -> a summary table.
+of the final checkpoint, restored into a model outside any strategy (so a
+sharded or mirrored model exports as one ordinary SavedModel), validated in
+a fresh process -> a summary table.
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -167,6 +173,31 @@ def _validate_export(path: str, config: config_lib.TrainConfig) -> None:
   print(result.stdout.strip(), flush=True)
 
 
+def _check_same_predictions(trained, final_model, config, schema) -> None:
+  """The restored final checkpoint predicts what the trained model does
+  (catches a checkpoint that missed or mangled a sharded table)."""
+  features, _ = next(iter(rankup_tf.make_dataset(
+      config.eval_files or config.train_files, schema, 64, shuffle=False,
+      deterministic=True, drop_remainder=False)))
+  expected = trained(features, training=False)
+  actual = final_model(features, training=False)
+  for task in schema.task_names:
+    difference = float(tf.reduce_max(tf.abs(
+        tf.sigmoid(tf.cast(expected[task], tf.float32))
+        - tf.sigmoid(tf.cast(actual[task], tf.float32)))))
+    if not difference <= 1e-4:
+      raise TrainingError(
+          f"The final checkpoint restored outside the strategy predicts "
+          f"{task} up to {difference} away from the trained model.")
+
+
+def _shard_layout(model) -> Dict:
+  """{table: [[rows, dim, device] per shard]} of the embedding tables."""
+  return {table.name: [[int(part.shape[0]), int(part.shape[1]), part.device]
+                       for part in getattr(table, "variables", [table])]
+          for table in model.embedding_variables}
+
+
 def _summary(config, model, strategy, plan, throughput, wall_seconds,
              eval_result, export_path) -> Dict:
   counts = model.parameter_counts()
@@ -205,8 +236,10 @@ def _summary(config, model, strategy, plan, throughput, wall_seconds,
 def run(config: config_lib.TrainConfig,
         strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
   """Trains, evaluates and exports as `config` says; returns the summary."""
-  strategy = strategy or strategy_lib.make_strategy(config.strategy)
+  strategy = strategy or strategy_lib.make_strategy(
+      config.strategy, config.ps_min_shard_bytes, config.ps_max_shards)
   chief = strategy_lib.is_chief(strategy)
+  parameter_server = strategy_lib.is_parameter_server(strategy)
   tf.keras.utils.set_random_seed(config.seed)
   schema = schema_lib.Schema.load(config.schema)
   plan = steps_plan(config)
@@ -229,23 +262,43 @@ def run(config: config_lib.TrainConfig,
 
   bad_records = (input_pipeline.BadRecordCounter()
                  if config.skip_bad_records else None)
-  train_data = strategy.distribute_datasets_from_function(
-      lambda context: rankup_tf.make_dataset(
-          config.train_files, schema,
-          context.get_per_replica_batch_size(config.global_batch_size),
-          repeat=True, input_context=context, seed=config.seed,
-          bad_records=bad_records))
+  def dataset_fn(context):
+    return rankup_tf.make_dataset(
+        config.train_files, schema,
+        context.get_per_replica_batch_size(config.global_batch_size),
+        repeat=True, input_context=context, seed=config.seed,
+        bad_records=bad_records)
 
-  throughput = callbacks_lib.Throughput(config.global_batch_size)
-  callbacks = [
-      tf.keras.callbacks.BackupAndRestore(
-          os.path.join(config.model_dir, "backup"),
-          save_freq=config.checkpoint_every_n_steps),
-      throughput, callbacks_lib.NaNGuard(),
-      callbacks_lib.KeptCheckpoints(
-          os.path.join(work_dir, restore.CHECKPOINT_DIR),
-          config.checkpoint_every_n_steps, config.keep_checkpoints),
-  ]
+  checkpoint_dir = os.path.join(work_dir, restore.CHECKPOINT_DIR)
+  backup_dir = os.path.join(config.model_dir, "backup")
+  if parameter_server:
+    # Keras runs no batch-level callbacks here: backups, checkpoints, NaN
+    # checks and throughput happen at the ends of Keras epochs, which fall
+    # on every checkpoint and evaluation step.
+    train_data = tf.keras.utils.experimental.DatasetCreator(dataset_fn)
+    epoch_steps = math.gcd(plan["loop"], config.checkpoint_every_n_steps)
+    throughput = callbacks_lib.EpochThroughput(config.global_batch_size)
+    callbacks = [
+        callbacks_lib.EpochNaNGuard(config.checkpoint_every_n_steps),
+        tf.keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch"),
+        throughput,
+        callbacks_lib.EpochKeptCheckpoints(
+            checkpoint_dir, config.checkpoint_every_n_steps,
+            config.keep_checkpoints)]
+  else:
+    train_data = strategy.distribute_datasets_from_function(dataset_fn)
+    epoch_steps = plan["loop"]
+    throughput = callbacks_lib.Throughput(config.global_batch_size)
+    # The NaN guard first: a NaN step stops the run before the backup and
+    # the checkpoint of that step are written.
+    callbacks = [
+        callbacks_lib.NaNGuard(config.checkpoint_every_n_steps),
+        tf.keras.callbacks.BackupAndRestore(
+            backup_dir, save_freq=config.checkpoint_every_n_steps),
+        throughput,
+        callbacks_lib.KeptCheckpoints(
+            checkpoint_dir, config.checkpoint_every_n_steps,
+            config.keep_checkpoints)]
   evaluator = None
   if chief:
     log_dir = os.path.join(config.model_dir, "logs")
@@ -256,7 +309,8 @@ def run(config: config_lib.TrainConfig,
                                        config.global_batch_size,
                                        config.model_dir, log_dir)
       if config.eval_every_n_steps:
-        callbacks.append(callbacks_lib.PeriodicEvaluation(evaluator))
+        callbacks.append(callbacks_lib.PeriodicEvaluation(evaluator,
+                                                          plan["loop"]))
     if config.erank_every_n_steps and hasattr(model, "token_states"):
       probe, _ = next(iter(rankup_tf.make_dataset(
           config.eval_files or config.train_files, schema, 256,
@@ -266,8 +320,8 @@ def run(config: config_lib.TrainConfig,
 
   start = time.time()
   # The progress bar on a terminal; one line per epoch in logs.
-  model.fit(train_data, epochs=plan["loops"], steps_per_epoch=plan["loop"],
-            callbacks=callbacks,
+  model.fit(train_data, epochs=plan["total"] // epoch_steps,
+            steps_per_epoch=epoch_steps, callbacks=callbacks,
             verbose=1 if chief and sys.stdout.isatty() else 2)
   wall = time.time() - start
   if bad_records is not None:
@@ -278,23 +332,21 @@ def run(config: config_lib.TrainConfig,
     eval_result = (evaluator.history[-1] if evaluator.history
                    and evaluator.history[-1]["step"] == plan["total"]
                    else evaluator(plan["total"]))
-  export_path = None
-  if config.export_dir:
-    # Saving reads synced-on-read variables (metrics) with collectives, so
-    # every worker saves; only the chief's copy is kept and validated.
-    export_base = (config.export_dir if chief
-                   else os.path.join(work_dir, "scratch_export"))
-    export_path = export_lib.export_saved_model(
-        model, schema, export_base, config.model_name,
-        export_lib.read_examples(config.eval_files or config.train_files, 8))
-    if chief:
-      _validate_export(export_path, config)
-    else:
-      tf.io.gfile.rmtree(export_base)
   if not chief:
     return {"model": config.model, "steps": plan["total"], "chief": False}
-  summary = _summary(config, model, strategy, plan, throughput, wall,
+  # The final checkpoint in a model outside any strategy: what is exported,
+  # one ordinary model whatever the strategy (sharded tables gathered).
+  final_model, _ = restore.model_from_model_dir(config.model_dir)
+  _check_same_predictions(model, final_model, config, schema)
+  export_path = None
+  if config.export_dir:
+    export_path = export_lib.export_saved_model(
+        final_model, schema, config.export_dir, config.model_name,
+        export_lib.read_examples(config.eval_files or config.train_files, 8))
+    _validate_export(export_path, config)
+  summary = _summary(config, final_model, strategy, plan, throughput, wall,
                      eval_result, export_path)
+  summary["embedding_shards"] = _shard_layout(model)
   with tf.io.gfile.GFile(os.path.join(config.model_dir, "summary.json"),
                          "w") as f:
     json.dump(summary, f, indent=2)
@@ -303,6 +355,9 @@ def run(config: config_lib.TrainConfig,
 
 def main(argv):
   del argv
+  if (flags.FLAGS.strategy == "parameter_server"
+      and strategy_lib.server_task()):
+    strategy_lib.serve_forever()
   strategy_lib.configure_logical_cpus(flags.FLAGS.num_logical_cpus)
   try:
     config = flags_lib.config_from_flags()

@@ -1,11 +1,24 @@
-"""Multi-embedding on TF-Recommenders' TPUEmbedding (SPEC 3.2)."""
+"""Multi-embedding: K independent embedding tables per sparse field (SPEC 3.2).
+
+Tables are ordinary Keras weights read with sparse gathers, so every
+strategy trains them with sparse row updates (docs/design.md, "Embeddings
+under a distribution strategy", has the measurements behind this):
+
+* no strategy: `ResourceGather`; the gradient is an `IndexedSlices` and the
+  optimizer applies a sparse update to the touched rows;
+* MirroredStrategy / MultiWorkerMirroredStrategy: each replica gathers from
+  its own copy; the `IndexedSlices` gradients are all-gathered (never
+  densified) and applied sparsely to every copy;
+* ParameterServerStrategy: a table created under a variable partitioner is
+  a `ShardedVariable`; `tf.nn.embedding_lookup` gathers each row on the
+  parameter server that holds it and the update stays on that server.
+"""
 
 import dataclasses
+import math
 from typing import Dict, List, Optional, Sequence, Union
 
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
-from tensorflow.python.ops import resource_variable_ops
 
 from rankup_tf import schema as schema_lib
 
@@ -21,22 +34,36 @@ def _as_feature(spec: FeatureSpec) -> schema_lib.SparseFeature:
   return schema_lib.SparseFeature(**spec)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Stack:
+  """One table: the fields of a view that share a combiner, each owning a
+  disjoint row range starting at its offset."""
+  view: int
+  combiner: str
+  fields: List[str]
+  offsets: List[int]
+  rows: int
+
+  @property
+  def name(self) -> str:
+    return f"view{self.view}_{self.combiner}"
+
+
 @tf.keras.utils.register_keras_serializable("rankup_tf")
 class MultiEmbedding(tf.keras.layers.Layer):
   """K independent embedding tables per sparse field ("views").
 
   View k has its own embedding rows for every field it covers, of dim
   `view_dims[k]`, so different token types can read different embeddings of
-  one feature. K = 1 is ordinary single embedding. Tables and lookups are
-  TF-Recommenders' `tfrs.layers.embedding.TPUEmbedding` with
-  `tf.tpu.experimental.embedding.TableConfig`/`FeatureConfig`: plain
-  variables on CPU/GPU (also under MirroredStrategy), sharded on TPU.
-  Multivalent fields are pooled with the schema's combiner.
+  one feature. K = 1 is ordinary single embedding. Multivalent fields are
+  pooled with the schema's combiner (sum, mean or sqrtn).
 
   Fields of a view are stacked into one table per combiner (each field owns
-  a disjoint row range, so the math is that of one table per field): a
-  distribution strategy then all-reduces one sparse gradient per view, not
-  one per field (33 fields x 3 views took 16 s just to trace otherwise).
+  a disjoint row range, so the math is that of one table per field): one
+  gather per table per step instead of one per field, and a distribution
+  strategy exchanges one sparse gradient per table. Rows are initialized
+  from a truncated normal of stddev 1/sqrt(dim) (the default of
+  `tf.tpu.experimental.embedding.TableConfig`).
 
   Example:
 
@@ -52,9 +79,6 @@ class MultiEmbedding(tf.keras.layers.Layer):
     features: the sparse fields (`schema.SparseFeature`s or their dicts).
     view_dims: embedding dim of each view; K = len(view_dims) >= 1.
     view_features: names of the fields each view covers (default: all).
-    optimizer: the embedding optimizer, needed only under a TPUStrategy
-      (see `tfrs.layers.embedding.TPUEmbedding`); None elsewhere, where the
-      tables are trained like any variable.
   Call:
     a dict name -> int64 ids [B] (or RaggedTensor [B, None] for multivalent
     fields). Returns a list of K tensors [B, M_k, d_k], fields in
@@ -64,7 +88,7 @@ class MultiEmbedding(tf.keras.layers.Layer):
   def __init__(self, features: Sequence[FeatureSpec],
                view_dims: Sequence[int],
                view_features: Optional[Sequence[Sequence[str]]] = None,
-               optimizer=None, **kwargs):
+               **kwargs):
     super().__init__(**kwargs)
     self.features = [_as_feature(f) for f in features]
     self.view_dims = [int(d) for d in view_dims]
@@ -81,33 +105,34 @@ class MultiEmbedding(tf.keras.layers.Layer):
     if len(self.view_features) != len(self.view_dims):
       raise ValueError(f"MultiEmbedding: {len(self.view_features)} view "
                        f"field lists for {len(self.view_dims)} views.")
-    by_name = {f.name: f for f in self.features}
-    config, self._offsets = {}, {}
-    for k, (dim, fields) in enumerate(zip(self.view_dims,
-                                          self.view_features)):
-      unknown = [n for n in fields if n not in by_name]
+    self._by_name = {f.name: f for f in self.features}
+    self._stacks: List[_Stack] = []
+    for k, fields in enumerate(self.view_features):
+      unknown = [n for n in fields if n not in self._by_name]
       if unknown or not fields:
         raise ValueError(f"MultiEmbedding view {k}: unknown fields {unknown}"
                          if unknown else f"MultiEmbedding view {k} is empty.")
-      stacks = {}  # combiner -> fields; one id per row makes it irrelevant
+      by_combiner = {}  # one id per row makes the combiner irrelevant
       for name in fields:
-        f = by_name[name]
-        stacks.setdefault(f.combiner if f.multivalent else "mean",
-                          []).append(name)
-      config[f"view{k}"] = {}
-      for combiner, members in stacks.items():
-        table = tf.tpu.experimental.embedding.TableConfig(
-            vocabulary_size=sum(by_name[n].table_size for n in members),
-            dim=dim, combiner=combiner, name=f"view{k}_{combiner}")
-        offset = 0
-        for name in members:
-          self._offsets[(k, name)] = offset
-          offset += by_name[name].table_size
-          config[f"view{k}"][name] = (
-              tf.tpu.experimental.embedding.FeatureConfig(
-                  table=table, name=f"view{k}_{name}"))
-    self._embedding = tfrs.layers.embedding.TPUEmbedding(
-        config, optimizer=optimizer)
+        f = self._by_name[name]
+        by_combiner.setdefault(f.combiner if f.multivalent else "mean",
+                               []).append(name)
+      for combiner, members in by_combiner.items():
+        sizes = [self._by_name[n].table_size for n in members]
+        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        self._stacks.append(_Stack(k, combiner, members, offsets,
+                                   sum(sizes)))
+
+  def build(self, input_shape=None):
+    self.tables = {}
+    for stack in self._stacks:
+      dim = self.view_dims[stack.view]
+      self.tables[stack.name] = self.add_weight(
+          stack.name, [stack.rows, dim], dtype=tf.float32,
+          experimental_autocast=False,  # embeddings stay float32
+          initializer=tf.keras.initializers.TruncatedNormal(
+              stddev=1 / math.sqrt(dim)))
+    super().build(input_shape)
 
   @property
   def num_views(self) -> int:
@@ -116,19 +141,31 @@ class MultiEmbedding(tf.keras.layers.Layer):
   @property
   def embedding_variables(self) -> List[tf.Variable]:
     """The tables (for a separate sparse optimizer)."""
-    return self._embedding.trainable_variables
+    if not self.built:
+      self.build()
+    return list(self.tables.values())
 
   def call(self, inputs: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
     missing = [f.name for f in self.features if f.name not in inputs]
     if missing:
       raise KeyError(f"MultiEmbedding {self.name!r}: inputs lack the sparse "
                      f"feature(s) {missing}.")
-    ids = {f"view{k}": {name: _shift(inputs[name], self._offsets[(k, name)])
-                        for name in fields}
-           for k, fields in enumerate(self.view_features)}
-    with tf.variable_creator_scope(_string_variables_stay_local):
-      looked_up = self._embedding(ids)
-    return [tf.stack([looked_up[f"view{k}"][name] for name in fields], axis=1)
+    looked_up = {}  # (view, field) -> [B, d]
+    for stack in self._stacks:
+      table = self.tables[stack.name]
+      single = [(n, o) for n, o in zip(stack.fields, stack.offsets)
+                if not self._by_name[n].multivalent]
+      if single:  # every univalent field of the table in one gather
+        ids = tf.stack([tf.cast(inputs[n], tf.int64) + o
+                        for n, o in single], axis=1)
+        rows = gather(table, ids)
+        for i, (name, _) in enumerate(single):
+          looked_up[(stack.view, name)] = rows[:, i]
+      for name, offset in zip(stack.fields, stack.offsets):
+        if self._by_name[name].multivalent:
+          looked_up[(stack.view, name)] = _pooled(
+              table, inputs[name], offset, stack.combiner)
+    return [tf.stack([looked_up[(k, name)] for name in fields], axis=1)
             for k, fields in enumerate(self.view_features)]
 
   def get_config(self):
@@ -137,26 +174,32 @@ class MultiEmbedding(tf.keras.layers.Layer):
                 view_dims=self.view_dims, view_features=self.view_features)
 
 
-def _string_variables_stay_local(next_creator, **kwargs):
-  """Creates string variables outside any distribution strategy.
+def gather(table, ids: tf.Tensor) -> tf.Tensor:
+  """Rows `ids` of `table`, read sparsely under any strategy.
 
-  Off TPU, TPUEmbedding keeps an (unused) SparseCore layout string variable;
-  MultiWorkerMirroredStrategy cannot broadcast a string initial value, and
-  the string needs no syncing. ResourceVariable's constructor skips the
-  variable-creator stack.
+  `tf.nn.embedding_lookup` on a MirroredVariable reads the whole table
+  (ReadVariableOp) and gathers from that copy; the optimizer's sparse update
+  must then copy the whole table as well, since the read still holds its
+  buffer: the cost of a step grows with the table. Inside a replica we read
+  the replica's own component variable instead (`ResourceGather`); the tape
+  gives its gradient to the mirrored variable as `IndexedSlices`.
   """
-  if kwargs.get("dtype") is not None and tf.as_dtype(
-      kwargs["dtype"]) == tf.string:
-    return resource_variable_ops.ResourceVariable(
-        initial_value=kwargs["initial_value"], trainable=False,
-        name=kwargs.get("name"), dtype=tf.string)
-  return next_creator(**kwargs)
+  local = getattr(table, "_get_on_device_or_primary", None)
+  if local is not None:  # a mirrored table: this replica's (or the primary) copy
+    table = local()
+  return tf.nn.embedding_lookup(table, ids)
 
 
-def _shift(ids, offset: int):
-  """ids + offset, for dense or ragged ids."""
-  if offset == 0:
-    return ids
-  if isinstance(ids, tf.RaggedTensor):
-    return ids.with_flat_values(ids.flat_values + offset)
-  return ids + offset
+def _pooled(table, ids: tf.RaggedTensor, offset: int,
+            combiner: str) -> tf.Tensor:
+  """[B, d]: the rows of each example's ids, pooled by `combiner`."""
+  if not isinstance(ids, tf.RaggedTensor):
+    ids = tf.RaggedTensor.from_tensor(ids)
+  rows = ids.with_flat_values(gather(table, ids.flat_values + offset))
+  total = tf.reduce_sum(rows, axis=1)
+  if combiner == "sum":
+    return total
+  count = tf.cast(ids.row_lengths(), total.dtype)[:, tf.newaxis]
+  if combiner == "sqrtn":
+    count = tf.sqrt(count)
+  return tf.math.divide_no_nan(total, count)
