@@ -6,11 +6,17 @@ import json
 import os
 import re
 import socket
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
+from rankup_tf import features as features_lib
+from serving import export as export_lib
 from serving import restore
+from tests.conftest import REPO
 from tests.test_trainer import _finish, _flags, _train, data_dir  # noqa: F401
 
 
@@ -26,8 +32,11 @@ def _tf_config(cluster, task_type, index=0):
                                             "index": index}})}
 
 
-def test_local_cluster_trains_shards_tables_survives_a_worker_and_exports(
-    data_dir, tmp_path):  # noqa: F811
+@pytest.fixture(scope="module")
+def cluster_run(data_dir, tmp_path_factory):  # noqa: F811
+  """One 60-step run on the local cluster; worker 1 is killed after the
+  coordinator's first Keras epoch (10 steps)."""
+  tmp_path = tmp_path_factory.mktemp("parameter_server")
   cluster = {"chief": [f"127.0.0.1:{_free_port()}"],
              "worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)],
              "ps": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
@@ -40,8 +49,6 @@ def test_local_cluster_trains_shards_tables_survives_a_worker_and_exports(
              for kind in ("worker", "ps") for i in range(2)}
   chief = _train(*flags, env=_tf_config(cluster, "chief"))
   try:
-    # Kill worker 1 once the coordinator reports its first Keras epoch: the
-    # coordinator must finish the run on worker 0.
     lines = []
     for line in chief.stdout:
       lines.append(line)
@@ -49,13 +56,25 @@ def test_local_cluster_trains_shards_tables_survives_a_worker_and_exports(
         servers[("worker", 1)].kill()
         break
     code, out, err = _finish(chief)
-    out = "".join(lines) + out
+    alive = {task: process.poll() is None
+             for task, process in servers.items()}
   finally:
     for process in servers.values():
       process.kill()
       process.communicate()
   assert code == 0, err[-3000:]
-  assert servers[("worker", 1)].returncode != 0  # it was killed mid-run
+  return {"model_dir": model_dir, "export_dir": export_dir,
+          "out": "".join(lines) + out, "alive": alive}
+
+
+def test_local_cluster_trains_shards_tables_survives_a_worker_and_exports(
+    cluster_run, data_dir):  # noqa: F811
+  model_dir, export_dir = cluster_run["model_dir"], cluster_run["export_dir"]
+  out = cluster_run["out"]
+  # The run finished with worker 1 dead since step 10 and worker 0 alive.
+  assert not cluster_run["alive"][("worker", 1)]
+  assert cluster_run["alive"][("worker", 0)]
+  assert cluster_run["alive"][("ps", 0)] and cluster_run["alive"][("ps", 1)]
 
   losses = [float(v) for v in re.findall(r" loss: ([0-9.]+)", out)]
   assert len(losses) == 6, out[-2000:]  # one line per 10-step Keras epoch
@@ -67,22 +86,83 @@ def test_local_cluster_trains_shards_tables_survives_a_worker_and_exports(
   assert len(shards) >= 3  # every view's table
   for table, parts in shards.items():
     # Every table is cut in two, one part on each parameter server.
-    assert [re.search(r"/job:ps/.*task:(\d)", device).group(1)
-            for _, _, device in parts] == ["0", "1"], (table, parts)
-    rows = sum(part[0] for part in parts)
-    assert abs(parts[0][0] - parts[1][0]) <= 1 and rows >= 1000, parts
+    assert sorted(re.search(r"/job:ps/.*task:(\d)", device).group(1)
+                  for _, _, device in parts) == ["0", "1"], (table, parts)
+    assert abs(parts[0][0] - parts[1][0]) <= 1, parts
+  assert max(sum(part[0] for part in parts) for parts in shards.values()
+             ) > 1000
 
-  # The export (validated in a fresh process against the final checkpoint,
-  # which the trainer checked against the sharded model) is one ordinary
-  # SavedModel: no parameter server in it.
+  # The export is one ordinary SavedModel: it answers with every parameter
+  # server gone, as the final checkpoint restored outside the strategy does
+  # (which the trainer checked against the sharded model itself).
   assert "export validation passed" in out
+  final, schema = restore.model_from_model_dir(str(model_dir))
+  for name, parts in shards.items():
+    assert final.embedding.tables[name].shape == (
+        sum(p[0] for p in parts), parts[0][1]), (name, parts)
+  serialized = export_lib.read_examples(f"{data_dir}/eval-*", 16)
   exported = tf.saved_model.load(str(export_dir / "rankup" / "1"))
-  devices = {v.device for v in exported.variables}
-  assert not any("/job:ps" in d for d in devices), devices
-  final, _ = restore.model_from_model_dir(str(model_dir))
-  tables = {v.name.split("/")[-1].split(":")[0]: v.shape
-            for v in final.embedding_variables}
-  for table, parts in shards.items():
-    name = table.split("/")[-1].split(":")[0]
-    assert tables[name][0] == sum(p[0] for p in parts), (name, parts)
+  served = exported.signatures["serving_default"](
+      **{export_lib.EXAMPLES_INPUT: tf.constant(serialized)})
+  features, _ = features_lib.FeatureTransform(schema).parse(
+      tf.constant(serialized), with_labels=False)
+  expected = final(features, training=False)
+  for task in schema.task_names:
+    np.testing.assert_allclose(served[task].numpy(),
+                               tf.sigmoid(expected[task]).numpy(),
+                               atol=1e-5)
   assert np.isfinite(summary["eval"]["click"]["auc"])
+
+
+_RESTORE_SHARDED = """
+import json, os, sys
+import rankup_tf  # Keras 2 before TensorFlow
+import numpy as np
+import tensorflow as tf
+from trainer import strategy as strategy_lib
+from rankup_tf import models, schema as schema_lib
+from serving import restore
+
+model_dir, ports = sys.argv[1], json.loads(sys.argv[2])
+cluster = {"chief": [f"127.0.0.1:{ports[0]}"],
+           "worker": [f"127.0.0.1:{ports[1]}"],
+           "ps": [f"127.0.0.1:{p}" for p in ports[2:]]}
+servers = [tf.distribute.Server(tf.train.ClusterSpec(cluster), job_name=job,
+                                task_index=i, protocol="grpc", start=True)
+           for job in ("worker", "ps") for i in range(len(cluster[job]))]
+os.environ["TF_CONFIG"] = json.dumps({"cluster": cluster,
+                                      "task": {"type": "chief", "index": 0}})
+strategy = strategy_lib.make_strategy("parameter_server", 1024, 0)
+config = json.load(open(os.path.join(model_dir, "train_config.json")))
+schema = schema_lib.Schema.load(os.path.join(model_dir, "schema.json"))
+with strategy.scope():
+  model = models.build_model(config["model"], schema, models.CONFIGS[
+      config["model"]].from_dict(config["model_config"]))
+  model.build_from_schema()
+latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+plain, _ = restore.model_from_model_dir(model_dir)
+result = {}
+for name, table in model.embedding.tables.items():
+  parts = table.variables
+  whole = np.concatenate([p.numpy() for p in parts])
+  result[name] = {"shards": len(parts), "same": bool(np.array_equal(
+      whole, plain.embedding.tables[name].numpy()))}
+print("RESULT " + json.dumps(result), flush=True)
+"""
+
+
+def test_checkpoint_restores_into_another_number_of_parameter_servers(
+    cluster_run):
+  """The run's checkpoint (tables in 2 shards) restored under a cluster of
+  3 parameter servers gives 3 shards holding the same rows."""
+  ports = [_free_port() for _ in range(5)]
+  result = subprocess.run(
+      [sys.executable, "-c", _RESTORE_SHARDED, str(cluster_run["model_dir"]),
+       json.dumps(ports)], cwd=REPO, capture_output=True, text=True,
+      timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  tables = json.loads(result.stdout.split("RESULT ")[1])
+  assert len(tables) >= 3
+  for name, table in tables.items():
+    assert table == {"shards": 3, "same": True}, name

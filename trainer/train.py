@@ -24,6 +24,7 @@ sharded or mirrored model exports as one ordinary SavedModel), validated in
 a fresh process -> a summary table.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -173,6 +174,16 @@ def _validate_export(path: str, config: config_lib.TrainConfig) -> None:
   print(result.stdout.strip(), flush=True)
 
 
+@contextlib.contextmanager
+def _precision(policy: str):
+  """Keras' global dtype policy for the models built inside."""
+  tf.keras.mixed_precision.set_global_policy(policy)
+  try:
+    yield
+  finally:
+    tf.keras.mixed_precision.set_global_policy("float32")
+
+
 def _check_same_predictions(trained, final_model, config, schema) -> None:
   """The restored final checkpoint predicts what the trained model does
   (catches a checkpoint that missed or mangled a sharded table)."""
@@ -192,10 +203,11 @@ def _check_same_predictions(trained, final_model, config, schema) -> None:
 
 
 def _shard_layout(model) -> Dict:
-  """{table: [[rows, dim, device] per shard]} of the embedding tables."""
-  return {table.name: [[int(part.shape[0]), int(part.shape[1]), part.device]
-                       for part in getattr(table, "variables", [table])]
-          for table in model.embedding_variables}
+  """{table: [[rows, dim, device] per shard]} of the embedding tables (one
+  shard each unless ParameterServerStrategy cut them)."""
+  return {name: [[int(part.shape[0]), int(part.shape[1]), part.device]
+                 for part in getattr(table, "variables", [table])]
+          for name, table in model.embedding.tables.items()}
 
 
 def _summary(config, model, strategy, plan, throughput, wall_seconds,
@@ -249,16 +261,12 @@ def run(config: config_lib.TrainConfig,
   # Non-chief workers write their (required) copies to scratch folders.
   work_dir = (config.model_dir if chief else os.path.join(
       config.model_dir, "workers", strategy_lib.task_name(strategy)))
-  tf.keras.mixed_precision.set_global_policy(config.precision)
-  try:
-    with strategy.scope():
-      model = models.build_model(config.model, schema, config.model_config)
-      model.build_from_schema()
-      if config.jit_compile:
-        model.use_xla()
-      model.compile(optimizer=make_optimizer(config, model))
-  finally:
-    tf.keras.mixed_precision.set_global_policy("float32")
+  with _precision(config.precision), strategy.scope():
+    model = models.build_model(config.model, schema, config.model_config)
+    model.build_from_schema()
+    if config.jit_compile:
+      model.use_xla()
+    model.compile(optimizer=make_optimizer(config, model))
 
   bad_records = (input_pipeline.BadRecordCounter()
                  if config.skip_bad_records else None)
@@ -336,7 +344,8 @@ def run(config: config_lib.TrainConfig,
     return {"model": config.model, "steps": plan["total"], "chief": False}
   # The final checkpoint in a model outside any strategy: what is exported,
   # one ordinary model whatever the strategy (sharded tables gathered).
-  final_model, _ = restore.model_from_model_dir(config.model_dir)
+  with _precision(config.precision):
+    final_model, _ = restore.model_from_model_dir(config.model_dir)
   _check_same_predictions(model, final_model, config, schema)
   export_path = None
   if config.export_dir:
