@@ -123,7 +123,7 @@ def _erank_of_run(model_dir: str) -> Dict:
   return history[-1]
 
 
-def run_one(name, model, config, seed, strategy) -> Dict:
+def run_one(name, model, config, seed) -> Dict:
   """Trains one ladder row with one seed; returns its summary."""
   model_dir = os.path.join(FLAGS.output_dir, "runs", f"{name}_seed{seed}")
   if tf.io.gfile.exists(model_dir):
@@ -142,7 +142,7 @@ def run_one(name, model, config, seed, strategy) -> Dict:
       checkpoint_every_n_steps=10 ** 6,
       erank_every_n_steps=(10 ** 9 if model in ("rankup", "rankmixer")
                            and seed == int(FLAGS.seeds[0]) else 0))
-  summary = train.run(run_config, strategy=strategy)
+  summary = train.run(run_config)  # --strategy=auto
   if run_config.erank_every_n_steps:
     summary["erank"] = _erank_of_run(model_dir)
   # Keep the run's configs, metrics and logs; its checkpoints are not
@@ -283,8 +283,6 @@ def main(argv):
       raise app.UsageError(f"--models names unknown rows {sorted(unknown)}; "
                            f"rows: {[r[0] for r in rows]}")
     rows = [r for r in rows if r[0] in FLAGS.models]
-  strategy = tf.distribute.MirroredStrategy(
-      [tf.config.list_logical_devices("CPU")[0].name])
   peak = matmul_peak_flops()
   print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s", flush=True)
   summaries: Dict[str, List[Dict]] = {}
@@ -298,7 +296,7 @@ def main(argv):
         print(f"=== {label} (seed {seed}): kept from an earlier run ===")
         continue
       print(f"=== {label} (seed {seed}) ===", flush=True)
-      summary = run_one(name, model, config, int(seed), strategy)
+      summary = run_one(name, model, config, int(seed))
       summary["seed"] = int(seed)
       summaries.setdefault(name, []).append(summary)
       with open(summaries_path, "w") as f:

@@ -270,3 +270,47 @@ def test_skip_bad_records_counts_them(tmp_path):
   # One bad record, skipped on each of the passes the repeating pipeline
   # made over the 64-record file.
   assert counts["skipped_records"] >= 1 and counts["corrupt_files"] == 0
+
+
+def test_a_nan_step_never_reaches_a_backup_or_checkpoint(tmp_path):
+  """The trainer's callbacks in its order: the NaN at step 3 stops the run
+  before step 3's backup and checkpoint; both hold step 2's finite weights."""
+  from trainer import callbacks as callbacks_lib
+  model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(2,))])
+  model.compile(tf.keras.optimizers.legacy.SGD(0.1), loss="mse")
+  x = np.ones([5, 4, 2], np.float32)
+  x[2] = np.nan  # the third batch
+  data = tf.data.Dataset.from_tensor_slices((x, np.ones([5, 4, 1])))
+  callbacks, _ = callbacks_lib.fault_tolerance(
+      str(tmp_path / "backup"), str(tmp_path / "checkpoints"),
+      every_n_steps=1, keep=5, global_batch_size=4)
+  with pytest.raises(callbacks_lib.NaNLossError,
+                     match="at step 3 .*from step 2 or earlier"):
+    model.fit(data, epochs=1, callbacks=callbacks, verbose=0)
+  assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")
+                                    ).endswith("ckpt-2")
+  backup = tf.train.load_checkpoint(
+      tf.train.latest_checkpoint(str(tmp_path / "backup" / "chief")))
+  weights = [backup.get_tensor(name) for name, _ in
+             tf.train.list_variables(str(tmp_path / "backup" / "chief"))
+             if name.startswith("model/")]
+  assert weights and all(np.all(np.isfinite(w)) for w in weights)
+  assert backup.get_tensor(
+      "model/optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE") == 2
+
+
+def test_rerun_of_a_finished_run_exports_without_training_again(data_dir,
+                                                                tmp_path):
+  flags = _flags(data_dir, tmp_path / "run", "--train_steps=6",
+                 "--checkpoint_every_n_steps=3")
+  code, _, err = _finish(_train(*flags))
+  assert code == 0, err[-3000:]
+  # Say its export was killed: the same command with the export dir.
+  code, out, err = _finish(_train(*flags,
+                                  f"--export_dir={tmp_path / 'export'}"))
+  assert code == 0, err[-3000:]
+  assert "Training already finished" in out
+  summary = json.load(open(tmp_path / "run" / "summary.json"))
+  assert summary["steps_run_by_this_process"] == 0
+  assert summary["train_examples_per_sec"] is None
+  assert os.listdir(tmp_path / "export" / "rankup") == ["1"]

@@ -2,7 +2,7 @@
 
 import math
 import time
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Tuple
 
 import tensorflow as tf
 
@@ -168,3 +168,31 @@ class PeriodicEvaluation(tf.keras.callbacks.Callback):
     step = _step(self.model)
     if step % self.every_n_steps == 0:
       self.evaluate(step)
+
+
+def fault_tolerance(backup_dir: str, checkpoint_dir: str, every_n_steps: int,
+                    keep: int, global_batch_size: int, per_epoch: bool = False
+                    ) -> Tuple[List[tf.keras.callbacks.Callback], Throughput]:
+  """The trainer's NaN guard, backup, throughput and kept checkpoints, and
+  the throughput callback among them.
+
+  The NaN guard comes first: a NaN step stops the run before the backup and
+  the checkpoint of that step are written, so a rerun resumes from finite
+  weights. `per_epoch`: ParameterServerStrategy runs no batch-level
+  callbacks, so all four act at the ends of Keras epochs, which the caller
+  makes fall on every `every_n_steps`.
+  """
+  if per_epoch:
+    throughput = EpochThroughput(global_batch_size)
+    return [EpochNaNGuard(every_n_steps),
+            tf.keras.callbacks.BackupAndRestore(backup_dir,
+                                                save_freq="epoch"),
+            throughput,
+            EpochKeptCheckpoints(checkpoint_dir, every_n_steps, keep)
+            ], throughput
+  throughput = Throughput(global_batch_size)
+  return [NaNGuard(every_n_steps),
+          tf.keras.callbacks.BackupAndRestore(backup_dir,
+                                              save_freq=every_n_steps),
+          throughput,
+          KeptCheckpoints(checkpoint_dir, every_n_steps, keep)], throughput

@@ -220,7 +220,8 @@ def _summary(config, model, strategy, plan, throughput, wall_seconds,
       "replicas": strategy.num_replicas_in_sync,
       "parameters": counts, "flops_per_example": model.flops_per_example(),
       "wall_seconds": round(wall_seconds, 1),
-      "train_examples_per_sec": round(throughput.rate, 1),
+      "train_examples_per_sec": (round(throughput.rate, 1)
+                                 if throughput.seconds else None),
       "eval": eval_result["tasks"] if eval_result else None,
       "export": export_path,
   }
@@ -231,7 +232,8 @@ def _summary(config, model, strategy, plan, throughput, wall_seconds,
           ("FLOPs per example (forward)",
            f"{summary['flops_per_example']:,}"),
           ("wall time", f"{wall_seconds:.1f} s"),
-          ("train examples/s", f"{throughput.rate:,.0f}")]
+          ("train examples/s", f"{throughput.rate:,.0f}"
+           if throughput.seconds else "-")]
   for task, values in (summary["eval"] or {}).items():
     rows.append((f"{task} AUC / GAUC / logloss / calibration",
                  " / ".join(f"{values[k]:.4f}" if k in values else "-"
@@ -279,34 +281,17 @@ def run(config: config_lib.TrainConfig,
 
   checkpoint_dir = os.path.join(work_dir, restore.CHECKPOINT_DIR)
   backup_dir = os.path.join(config.model_dir, "backup")
+  callbacks, throughput = callbacks_lib.fault_tolerance(
+      backup_dir, checkpoint_dir, config.checkpoint_every_n_steps,
+      config.keep_checkpoints, config.global_batch_size,
+      per_epoch=parameter_server)
   if parameter_server:
-    # Keras runs no batch-level callbacks here: backups, checkpoints, NaN
-    # checks and throughput happen at the ends of Keras epochs, which fall
-    # on every checkpoint and evaluation step.
+    # Keras epochs end on every checkpoint and evaluation step.
     train_data = tf.keras.utils.experimental.DatasetCreator(dataset_fn)
     epoch_steps = math.gcd(plan["loop"], config.checkpoint_every_n_steps)
-    throughput = callbacks_lib.EpochThroughput(config.global_batch_size)
-    callbacks = [
-        callbacks_lib.EpochNaNGuard(config.checkpoint_every_n_steps),
-        tf.keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch"),
-        throughput,
-        callbacks_lib.EpochKeptCheckpoints(
-            checkpoint_dir, config.checkpoint_every_n_steps,
-            config.keep_checkpoints)]
   else:
     train_data = strategy.distribute_datasets_from_function(dataset_fn)
     epoch_steps = plan["loop"]
-    throughput = callbacks_lib.Throughput(config.global_batch_size)
-    # The NaN guard first: a NaN step stops the run before the backup and
-    # the checkpoint of that step are written.
-    callbacks = [
-        callbacks_lib.NaNGuard(config.checkpoint_every_n_steps),
-        tf.keras.callbacks.BackupAndRestore(
-            backup_dir, save_freq=config.checkpoint_every_n_steps),
-        throughput,
-        callbacks_lib.KeptCheckpoints(
-            checkpoint_dir, config.checkpoint_every_n_steps,
-            config.keep_checkpoints)]
   evaluator = None
   if chief:
     log_dir = os.path.join(config.model_dir, "logs")
@@ -326,11 +311,21 @@ def run(config: config_lib.TrainConfig,
       callbacks.append(diagnostics.EffectiveRankCallback(
           probe, config.erank_every_n_steps, config.model_dir, log_dir))
 
+  final_checkpoint = os.path.join(checkpoint_dir, f"ckpt-{plan['total']}")
   start = time.time()
-  # The progress bar on a terminal; one line per epoch in logs.
-  model.fit(train_data, epochs=plan["total"] // epoch_steps,
-            steps_per_epoch=epoch_steps, callbacks=callbacks,
-            verbose=1 if chief and sys.stdout.isatty() else 2)
+  if tf.io.gfile.exists(final_checkpoint + ".index"):
+    # A rerun of a finished run (its export failed or was killed): the
+    # backup is gone but the final checkpoint is not; evaluate and export
+    # that instead of training again from step 0.
+    print(f"Training already finished: {final_checkpoint}; evaluating and "
+          "exporting it.", flush=True)
+    tf.train.Checkpoint(model=model).restore(final_checkpoint
+                                             ).expect_partial()
+  else:
+    # The progress bar on a terminal; one line per epoch in logs.
+    model.fit(train_data, epochs=plan["total"] // epoch_steps,
+              steps_per_epoch=epoch_steps, callbacks=callbacks,
+              verbose=1 if chief and sys.stdout.isatty() else 2)
   wall = time.time() - start
   if bad_records is not None:
     print(f"bad input skipped: {bad_records.result()}", flush=True)
