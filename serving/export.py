@@ -195,8 +195,8 @@ def read_examples(file_pattern: str, count: int) -> List[bytes]:
   files = rankup_tf.input_pipeline.list_files(file_pattern)
   records = []
   for path in files:
-    compression = "GZIP" if path.endswith((".gz", ".gzip")) else ""
-    for record in tf.data.TFRecordDataset(path, compression).take(
+    for record in tf.data.TFRecordDataset(
+        path, rankup_tf.input_pipeline.compression(path)).take(
         count - len(records)):
       records.append(record.numpy())
     if len(records) >= count:
