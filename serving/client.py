@@ -158,6 +158,8 @@ class RestClient:
     except urllib.error.HTTPError as e:
       detail = e.read().decode("utf-8", "replace")
       raise RuntimeError(f"TF Serving REST {e.code}: {detail}") from None
+    except urllib.error.URLError as e:
+      raise RuntimeError(f"{self.url(version)}: {e.reason}") from None
 
   def predict_instances(self, instances: List[Dict],
                         signature: str = "serving_default",
