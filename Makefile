@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DIR := runs/demo
 
-.PHONY: demo test install clean
+.PHONY: demo test test-load install clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,17 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+# The serving and trainer tests while two CPU-bound busy loops compete for
+# the cores, as on a busy CI machine. Each loop stops by itself after
+# LOAD_SECONDS, and is stopped when the tests end.
+LOAD_SECONDS ?= 1800
+test-load: install
+	@pids=""; for i in 1 2; do \
+	  timeout $(LOAD_SECONDS) $(PY) -c "while True: pass" & pids="$$pids $$!"; \
+	done; \
+	$(PY) -m pytest -q tests/test_serving.py tests/test_trainer.py; \
+	status=$$?; kill $$pids 2>/dev/null; exit $$status
 
 clean:
 	rm -rf $(VENV) runs

@@ -12,6 +12,7 @@ def main(argv):
 """
 
 import contextlib
+import re
 import sys
 
 import tensorflow as tf
@@ -20,21 +21,26 @@ import tensorflow as tf
 # its traceback.
 INPUT_ERRORS = (ValueError, OSError, tf.errors.OpError)
 
+# How TensorFlow wraps a runtime error's message (graph mode, then eager).
+_TF_CONTEXT = ("Graph execution error:", "Detected at node", "File ", "[[")
+_ASSERTION = re.compile(r"assertion failed: \[(.*)\]$|"
+                        r"Summarized data: b'(.*)'$")
+
 
 def error_line(error: BaseException) -> str:
   """The one line that says what went wrong.
 
-  TensorFlow's runtime errors carry the graph's node context and the Python
-  stack that built the op after the message; the message is the line that
-  names the input (an assertion's text, a parse error's record).
+  TensorFlow's runtime errors wrap the message in the Python stack that
+  built the failing op and the graph's node context; an assertion's text
+  comes back without its "assertion failed: [...]" wrapping.
   """
   if isinstance(error, tf.errors.OpError):
-    lines = [l.strip() for l in error.message.splitlines() if l.strip()]
-    for marker in ("assertion failed:", "Name: ", "Could not parse"):
-      for line in lines:
-        if marker in line:
-          return line[line.index(marker):] if marker == "assertion failed:" \
-              else line
+    lines = [l.strip() for l in error.message.splitlines()]
+    lines = [l for l in lines if l and not l.startswith(_TF_CONTEXT)]
+    for line in lines:
+      match = _ASSERTION.search(line)
+      if match:
+        return match.group(1) or match.group(2)
     return lines[0] if lines else type(error).__name__
   if isinstance(error, OSError) and error.filename and error.strerror:
     return f"{error.filename}: {error.strerror}"

@@ -10,6 +10,10 @@ Model inputs (`features` dict) per schema field:
 * sparse, multivalent: int64 `tf.RaggedTensor` [B, (<= max_length)];
 * dense: float32 [B], missing values replaced by the default, normalized;
 * pretrained: float32 [B, dim];
+
+NaN or infinity in a dense or pretrained value is an error naming the
+feature and the record, in training, evaluation and serving alike (the
+converters refuse such cells too): a missing value is an absent feature.
 * `schema.USER_ID_KEY`: the raw user id [B] (int64 or string), when the
   schema has a user_id and labels are parsed.
 
@@ -135,9 +139,13 @@ class FeatureTransform(tf.Module):
             ids.to_tensor(default_value=schema_lib.MISSING_ID, shape=[None, 1]),
             axis=1)
     for f in schema.dense_features:
-      features[f.name] = _normalize(tf.cast(raw[f.name], tf.float32), f)
+      value = tf.cast(raw[f.name], tf.float32)
+      checks.append(_assert_finite(value, f.name, names))
+      features[f.name] = _normalize(value, f)
     for f in schema.pretrained_features:
-      features[f.name] = tf.cast(raw[f.name], tf.float32)
+      value = tf.cast(raw[f.name], tf.float32)
+      checks.append(_assert_finite(value, f.name, names))
+      features[f.name] = value
     labels = {}
     if with_labels:
       for t in schema.tasks:
@@ -222,6 +230,26 @@ def _assert_exactly_one(values: tf.RaggedTensor, name: str, names):
       [message(f"User-id feature {name} must hold exactly one value; "
                "record ", _record_name(names, bad), " does not.")],
       name=f"check_{name}_user_id")
+
+
+def _assert_finite(value: tf.Tensor, name: str, names):
+  """NaN and infinity are rejected, never learned from or served: a missing
+  value is an absent feature, which gets the schema's default."""
+  finite = tf.math.is_finite(value)
+  if value.shape.rank == 2:  # pretrained vectors [B, dim]
+    finite = tf.reduce_all(finite, axis=1)
+  bad = tf.logical_not(finite)
+  shown = tf.strings.reduce_join(tf.strings.as_string(tf.reshape(
+      tf.gather(value, tf.argmax(tf.cast(bad, tf.int32))), [-1])),
+                                 separator=" ")
+  if value.shape.rank == 2:
+    shown = message("[", shown, "]")
+  return tf.debugging.Assert(
+      tf.reduce_all(finite),
+      [message(f"Feature {name} must be finite; record ",
+               _record_name(names, bad), " has ", shown,
+               " (leave a missing value out: it gets the default).")],
+      name=f"check_{name}_finite")
 
 
 def _assert_binary(label: tf.Tensor, name: str, names):

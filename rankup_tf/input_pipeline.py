@@ -81,14 +81,15 @@ def list_files(file_pattern: Union[str, Sequence[str]]) -> List[str]:
   return sorted(set(files))
 
 
-def _compression(path: str) -> str:
+def compression(path: str) -> str:
+  """The TFRecord compression of a file, from its name (.gz/.gzip: GZIP)."""
   return "GZIP" if path.endswith(_GZIP_SUFFIXES) else ""
 
 
 def _expected_bytes(path: str) -> int:
   """Decompressed size of a TFRecord file (GZIP: trailer's size mod 2**32)."""
   size = tf.io.gfile.stat(path).length
-  if _compression(path) != "GZIP":
+  if compression(path) != "GZIP":
     return size
   if size < 4:
     return -1  # Cannot even hold a trailer: reported as corrupt.
@@ -207,7 +208,7 @@ def make_dataset(
   transform = transform or features_lib.FeatureTransform(schema)
 
   ds = tf.data.Dataset.from_tensor_slices(
-      (files, [_compression(f) for f in files],
+      (files, [compression(f) for f in files],
        tf.constant([_expected_bytes(f) for f in files], tf.int64)))
   if shuffle:
     ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)

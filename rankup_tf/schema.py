@@ -24,7 +24,11 @@ Format (every key not marked optional is required)::
         {"name": "I1",
          "default": 0.0,                       # optional, used when missing
          "normalization": "log1p",             # "none" | "log1p" |
-         "mean": 0.0, "std": 1.0}              # "standardize" (needs both)
+         "mean": 0.0, "std": 1.0,              # "standardize" (needs both)
+         "optional": false}                    # optional: true allows a
+                                               # field no record holds (the
+                                               # trainer's preflight fails
+                                               # by name otherwise)
       ],
       "pretrained_features": [
         {"name": "user_vec", "dim": 16}        # fixed-dim float vector
@@ -106,6 +110,7 @@ class DenseFeature:
   normalization: str = "none"
   mean: Optional[float] = None
   std: Optional[float] = None
+  optional: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -380,6 +385,9 @@ def _validate_dense(f: DenseFeature) -> None:
   if not _is_finite_number(f.default):
     raise SchemaError(f"{where}: default must be a finite number, got "
                       f"{f.default!r}.")
+  if not isinstance(f.optional, bool):
+    raise SchemaError(f"{where}: optional must be true or false, got "
+                      f"{f.optional!r}.")
   if f.normalization == "standardize":
     if not _is_finite_number(f.mean) or not _is_finite_number(f.std):
       raise SchemaError(f"{where}: 'standardize' needs finite 'mean' and "

@@ -9,7 +9,11 @@ gRPC (`GrpcClient`): tensorflow_serving.apis PredictionServiceStub, a
 PredictRequest holding serialized tf.Examples (`serving_default`) or raw
 tensors (`predict_raw`), a deadline per call, retries with backoff on
 UNAVAILABLE only (every other status is the request's fault or the
-server's answer and is raised at once).
+server's answer and is raised at once). TLS with `--tls` (the system's
+root certificates, or `--tls_root_certificates=ca.pem`):
+
+    python -m serving.client --server=serving.example.com:443 --tls \
+        --model_name=rankup --examples=...
 
 REST (`RestClient`): POST /v1/models/<name>[/versions/<v>]:predict with the
 row form {"instances": [...]} or the column form {"inputs": {...}}; bytes
@@ -18,7 +22,6 @@ row form {"instances": [...]} or the column form {"inputs": {...}}; bytes
 
 import base64
 import json
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +37,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from rankup_tf import cli
 from serving import export as export_lib
 
 Outputs = Dict[str, np.ndarray]
@@ -48,17 +52,23 @@ class GrpcClient:
   client = GrpcClient("localhost:8500", "rankup")
   probabilities = client.predict_examples([example.SerializeToString()])
   probabilities["click"]  # float32 [1]
+  # Over TLS:
+  client = GrpcClient("serving.example.com:443", "rankup",
+                      credentials=grpc.ssl_channel_credentials())
   ```
   """
 
   def __init__(self, server: str, model_name: str, timeout: float = 5.0,
                retries: int = 3, backoff: float = 0.2,
+               credentials: Optional[grpc.ChannelCredentials] = None,
                channel: Optional[grpc.Channel] = None):
-    self.model_name = model_name
+    self.model_name = export_lib.check_model_name(model_name)
     self.timeout = timeout
     self.retries = retries
     self.backoff = backoff
-    self._channel = channel or grpc.insecure_channel(server)
+    self._channel = channel or (
+        grpc.secure_channel(server, credentials) if credentials is not None
+        else grpc.insecure_channel(server))
     self._stub = prediction_service_pb2_grpc.PredictionServiceStub(
         self._channel)
 
@@ -129,7 +139,7 @@ class RestClient:
 
   def __init__(self, base_url: str, model_name: str, timeout: float = 5.0):
     self.base_url = base_url.rstrip("/")
-    self.model_name = model_name
+    self.model_name = export_lib.check_model_name(model_name)
     self.timeout = timeout
 
   def url(self, version: Optional[int] = None) -> str:
@@ -148,6 +158,8 @@ class RestClient:
     except urllib.error.HTTPError as e:
       detail = e.read().decode("utf-8", "replace")
       raise RuntimeError(f"TF Serving REST {e.code}: {detail}") from None
+    except urllib.error.URLError as e:
+      raise RuntimeError(f"{self.url(version)}: {e.reason}") from None
 
   def predict_instances(self, instances: List[Dict],
                         signature: str = "serving_default",
@@ -167,28 +179,46 @@ class RestClient:
     return self._post(body, version)["outputs"]
 
 
+def tls_credentials(root_certificates: str = "") -> grpc.ChannelCredentials:
+  """TLS channel credentials; the system's roots unless a PEM file is given."""
+  pem = None
+  if root_certificates:
+    with open(root_certificates, "rb") as f:
+      pem = f.read()
+  return grpc.ssl_channel_credentials(root_certificates=pem)
+
+
 def main(argv):
   del argv
   FLAGS = flags.FLAGS
-  examples = export_lib.read_examples(FLAGS.examples, FLAGS.count)
-  if FLAGS.signature == "predict_raw":
-    schema = rankup_tf.Schema.load(FLAGS.schema)
-    raw = {k: v.numpy() for k, v in rankup_tf.features.padded_raw_features(
-        schema, tf.constant(examples)).items()}
-  if FLAGS.rest:
-    client = RestClient(FLAGS.rest, FLAGS.model_name, FLAGS.timeout)
+  with cli.one_line_errors(RuntimeError):
+    if FLAGS.timeout <= 0:
+      raise ValueError(f"--timeout must be positive, got {FLAGS.timeout}.")
+    examples = export_lib.read_examples(FLAGS.examples, FLAGS.count)
     if FLAGS.signature == "predict_raw":
-      outputs = client.predict_inputs(raw, "predict_raw")
+      if not FLAGS.schema:
+        raise ValueError("--signature=predict_raw needs --schema (the "
+                         "export's assets.extra/schema.json).")
+      schema = rankup_tf.Schema.load(FLAGS.schema)
+      raw = {k: v.numpy() for k, v in rankup_tf.features.padded_raw_features(
+          schema, tf.constant(examples)).items()}
+    if FLAGS.rest:
+      client = RestClient(FLAGS.rest, FLAGS.model_name, FLAGS.timeout)
+      if FLAGS.signature == "predict_raw":
+        outputs = client.predict_inputs(raw, "predict_raw")
+      else:
+        outputs = client.predict_inputs({"examples": examples})
     else:
-      outputs = client.predict_inputs({"examples": examples})
-  else:
-    client = GrpcClient(FLAGS.server, FLAGS.model_name, FLAGS.timeout)
-    try:
-      outputs = (client.predict_raw(raw) if FLAGS.signature == "predict_raw"
-                 else client.predict_examples(examples))
-    except grpc.RpcError as e:
-      print(f"{e.code().name}: {e.details()}", file=sys.stderr)
-      sys.exit(1)
+      client = GrpcClient(
+          FLAGS.server, FLAGS.model_name, FLAGS.timeout,
+          credentials=(tls_credentials(FLAGS.tls_root_certificates)
+                       if FLAGS.tls or FLAGS.tls_root_certificates else None))
+      try:
+        outputs = (client.predict_raw(raw)
+                   if FLAGS.signature == "predict_raw"
+                   else client.predict_examples(examples))
+      except grpc.RpcError as e:
+        raise RuntimeError(f"{e.code().name}: {e.details()}") from None
   for i in range(len(examples)):
     print(f"example {i}: " + "  ".join(
         f"{task}={float(np.asarray(values)[i]):.4f}"
@@ -197,11 +227,16 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.DEFINE_string("server", "localhost:8500", "gRPC host:port.")
+  flags.DEFINE_boolean("tls", False, "gRPC over TLS, checking the server's "
+                       "certificate against the system's root certificates.")
+  flags.DEFINE_string("tls_root_certificates", "", "PEM file of the root "
+                      "certificates to check the server against (implies "
+                      "--tls).")
   flags.DEFINE_string("rest", "", "REST base URL (e.g. http://host:8501); "
                       "set to use REST instead of gRPC.")
   flags.DEFINE_string("model_name", "rankup", "Served model name.")
   flags.DEFINE_string("examples", None, "TFRecord file(s) of tf.Example.")
-  flags.DEFINE_integer("count", 4, "Examples to send.")
+  flags.DEFINE_integer("count", 4, "Examples to send (at least 1).")
   flags.DEFINE_enum("signature", "serving_default",
                     ["serving_default", "predict_raw"], "Signature.")
   flags.DEFINE_string("schema", "", "Schema JSON (for predict_raw; it is in "

@@ -8,13 +8,18 @@ a version policy keeping the two latest versions, so a new export is
 loaded while the previous one keeps answering) and
 `batching_parameters.txt` (server-side batching defaults for the device),
 then prints the `docker run tensorflow/serving` command and a Kubernetes
-Deployment + Service for them.
+Deployment + Service for them. The model name must pass
+`serving.export.check_model_name`, so it is pasted into both as it is.
 """
 
 import os
+import shlex
 
 from absl import app
 from absl import flags
+
+from rankup_tf import cli
+from serving import export as export_lib
 
 CONTAINER_MODELS = "/models"
 CONTAINER_CONFIG = "/config"
@@ -59,14 +64,19 @@ def batching_parameters(device: str) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _volume(host_path: str, container_path: str) -> str:
+  """A `docker run -v` argument, quoted for the shell."""
+  return shlex.quote(f"{os.path.abspath(host_path)}:{container_path}")
+
+
 def docker_command(export_base: str, config_dir: str, device: str) -> str:
   image = "tensorflow/serving:latest-gpu" if device == "gpu" \
       else "tensorflow/serving:latest"
   gpus = "--gpus all " if device == "gpu" else ""
   return (
       f"docker run --rm {gpus}-p 8500:8500 -p 8501:8501 \\\n"
-      f"  -v {os.path.abspath(export_base)}:{CONTAINER_MODELS} \\\n"
-      f"  -v {os.path.abspath(config_dir)}:{CONTAINER_CONFIG} \\\n"
+      f"  -v {_volume(export_base, CONTAINER_MODELS)} \\\n"
+      f"  -v {_volume(config_dir, CONTAINER_CONFIG)} \\\n"
       f"  {image} \\\n"
       f"  --model_config_file={CONTAINER_CONFIG}/models.config \\\n"
       f"  --model_config_file_poll_wait_seconds=60 \\\n"
@@ -134,7 +144,15 @@ spec:
 def write_config(export_base: str, model_name: str, output_dir: str,
                  device: str = "cpu") -> dict:
   """Writes models.config and batching_parameters.txt; returns the paths
-  and the printed instructions."""
+  and the printed instructions.
+
+  Raises:
+    ValueError: an unsafe model name, or an unknown device.
+  """
+  export_lib.check_model_name(model_name)
+  if device not in BATCHING:
+    raise ValueError(f"device {device!r} is unknown; expected one of "
+                     f"{sorted(BATCHING)}.")
   os.makedirs(output_dir, exist_ok=True)
   paths = {"models.config": os.path.join(output_dir, "models.config"),
            "batching_parameters.txt": os.path.join(
@@ -150,8 +168,9 @@ def write_config(export_base: str, model_name: str, output_dir: str,
 def main(argv):
   del argv
   FLAGS = flags.FLAGS
-  result = write_config(FLAGS.export_base, FLAGS.model_name,
-                        FLAGS.output_dir, FLAGS.device)
+  with cli.one_line_errors():
+    result = write_config(FLAGS.export_base, FLAGS.model_name,
+                          FLAGS.output_dir, FLAGS.device)
   print(f"wrote {result['models.config']} and "
         f"{result['batching_parameters.txt']}\n")
   print("# Run TF Serving (gRPC on 8500, REST on 8501):")

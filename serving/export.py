@@ -24,9 +24,14 @@ same `rankup_tf.features.FeatureTransform` the training pipeline ran):
 `assets.extra/tf_serving_warmup_requests` holds PredictionLog records built
 from real examples for both signatures; TF Serving replays them on load.
 `assets.extra/schema.json` tells clients the raw inputs.
+
+Model names are DNS labels (`check_model_name`): the name becomes a folder
+under the export base, a URL path segment of the REST API and the
+Kubernetes names of serving.config, and must be safe as all three.
 """
 
 import os
+import re
 import uuid
 from typing import Dict, List, Optional, Sequence
 
@@ -39,6 +44,7 @@ from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from rankup_tf import cli
 from rankup_tf import features as features_lib
 from rankup_tf import schema as schema_lib
 from serving import op_check
@@ -47,6 +53,19 @@ from serving import restore
 WARMUP_FILE = "tf_serving_warmup_requests"
 SIGNATURES = ("serving_default", "predict_raw")
 EXAMPLES_INPUT = "examples"
+# A DNS-1123 label short enough for "<name>-serving" to stay one.
+_MODEL_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])?")
+
+
+def check_model_name(name: str) -> str:
+  """Returns `name` if it is a safe model name, else raises ValueError."""
+  if not _MODEL_NAME_RE.fullmatch(name):
+    raise ValueError(
+        f"model name {name!r} is not allowed: use 1 to 50 lower-case "
+        "letters, digits and '-', starting and ending with a letter or "
+        "digit (the name becomes a folder, a URL path segment and "
+        "Kubernetes names).")
+  return name
 
 
 class ServingModule(tf.Module):
@@ -135,8 +154,9 @@ def export_saved_model(model: tf.keras.Model, schema: schema_lib.Schema,
     op_check.NonCoreOpError: the graph needs ops TF Serving lacks (nothing
       is left under the version's name).
     FileExistsError: `version` already exists.
+    ValueError: an unsafe model name (see `check_model_name`).
   """
-  model_base = os.path.join(export_base, model_name)
+  model_base = os.path.join(export_base, check_model_name(model_name))
   tf.io.gfile.makedirs(model_base)
   version = version or next_version(model_base)
   final = os.path.join(model_base, str(version))
@@ -164,33 +184,44 @@ def export_saved_model(model: tf.keras.Model, schema: schema_lib.Schema,
 
 
 def read_examples(file_pattern: str, count: int) -> List[bytes]:
-  """The first `count` serialized records of the files matching a glob."""
+  """The first `count` serialized records of the files matching a glob.
+
+  Raises:
+    ValueError: count < 1, or the files hold no record.
+    FileNotFoundError: no file matches.
+  """
+  if count < 1:
+    raise ValueError(f"the example count must be at least 1, got {count}.")
   files = rankup_tf.input_pipeline.list_files(file_pattern)
   records = []
   for path in files:
-    compression = "GZIP" if path.endswith((".gz", ".gzip")) else ""
-    for record in tf.data.TFRecordDataset(path, compression).take(
+    for record in tf.data.TFRecordDataset(
+        path, rankup_tf.input_pipeline.compression(path)).take(
         count - len(records)):
       records.append(record.numpy())
     if len(records) >= count:
       break
+  if not records:
+    raise ValueError(f"{file_pattern} holds no TFRecord.")
   return records
 
 
 def main(argv):
   del argv
   FLAGS = flags.FLAGS
-  model, schema = restore.model_from_model_dir(FLAGS.model_dir)
-  path = export_saved_model(model, schema, FLAGS.export_base,
-                            FLAGS.model_name,
-                            read_examples(FLAGS.examples, FLAGS.num_warmup))
+  with cli.one_line_errors(op_check.NonCoreOpError):
+    model, schema = restore.model_from_model_dir(FLAGS.model_dir)
+    path = export_saved_model(model, schema, FLAGS.export_base,
+                              FLAGS.model_name,
+                              read_examples(FLAGS.examples, FLAGS.num_warmup))
   print(path)
 
 
 if __name__ == "__main__":
   flags.DEFINE_string("model_dir", None, "A trainer's model_dir.")
   flags.DEFINE_string("export_base", None, "Export base folder.")
-  flags.DEFINE_string("model_name", "rankup", "Served model name.")
+  flags.DEFINE_string("model_name", "rankup", "Served model name: lower-case "
+                      "letters, digits and '-'.")
   flags.DEFINE_string("examples", None, "TFRecords of real examples for the "
                       "warmup requests.")
   flags.DEFINE_integer("num_warmup", 8, "Examples per warmup request.")

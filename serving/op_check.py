@@ -11,7 +11,6 @@ TensorFlow (the validator does), or a custom op loaded here would pass.
 """
 
 import os
-import sys
 from typing import Dict, List, Set
 
 from absl import app
@@ -22,6 +21,8 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import kernels
 from tensorflow.python.framework import op_def_registry
+
+from rankup_tf import cli
 
 
 class NonCoreOpError(RuntimeError):
@@ -79,11 +80,8 @@ def check_export(export_dir: str) -> List[str]:
 
 def main(argv):
   del argv
-  try:
+  with cli.one_line_errors(NonCoreOpError):
     ops = check_export(flags.FLAGS.export_dir)
-  except (NonCoreOpError, FileNotFoundError) as e:
-    print(f"op check failed: {e}", file=sys.stderr)
-    sys.exit(1)
   print(f"{len(ops)} op types, all core TensorFlow with CPU kernels:")
   print(", ".join(ops))
 

@@ -7,6 +7,9 @@ Loads the newest version under <export_base>/<model_name> in this process
 and calls its `serving_default` signature, the same function TF Serving
 runs, on serialized examples read from TFRecords. For smoke tests and the
 demo; in production use serving.client against TF Serving.
+
+Loading a SavedModel runs its graph in this process, with this user's
+rights: only load exports you trust.
 """
 
 import os
@@ -18,11 +21,20 @@ from absl import flags
 import rankup_tf  # noqa: F401  (Keras 2)
 import tensorflow as tf
 
+from rankup_tf import cli
 from serving import export as export_lib
 
 
 def latest_version(model_base: str) -> str:
-  versions = sorted(int(n) for n in tf.io.gfile.listdir(model_base)
+  """The newest integer-named version folder under model_base.
+
+  Raises:
+    FileNotFoundError: no such folder, or no version in it.
+  """
+  if not tf.io.gfile.isdir(model_base):
+    raise FileNotFoundError(f"{model_base}: no such folder (exports are "
+                            "<export_base>/<model_name>/<version>/).")
+  versions = sorted(int(n.strip("/")) for n in tf.io.gfile.listdir(model_base)
                     if n.strip("/").isdigit())
   if not versions:
     raise FileNotFoundError(f"No exported version under {model_base}.")
@@ -31,17 +43,18 @@ def latest_version(model_base: str) -> str:
 
 def predict(export_dir: str, examples):
   signature = tf.saved_model.load(export_dir).signatures["serving_default"]
-  outputs = signature(examples=tf.constant(list(examples)))
+  outputs = signature(examples=tf.constant(list(examples), dtype=tf.string))
   return {k: v.numpy() for k, v in outputs.items()}
 
 
 def main(argv):
   del argv
   FLAGS = flags.FLAGS
-  export_dir = latest_version(os.path.join(FLAGS.export_base,
-                                           FLAGS.model_name))
-  examples = export_lib.read_examples(FLAGS.examples, FLAGS.count)
-  outputs = predict(export_dir, examples)
+  with cli.one_line_errors():
+    export_dir = latest_version(os.path.join(
+        FLAGS.export_base, export_lib.check_model_name(FLAGS.model_name)))
+    examples = export_lib.read_examples(FLAGS.examples, FLAGS.count)
+    outputs = predict(export_dir, examples)
   print(f"{export_dir} answered {len(examples)} examples:")
   for i in range(len(examples)):
     print(f"  example {i}: " + "  ".join(
@@ -50,9 +63,11 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("export_base", None, "Export base folder.")
+  flags.DEFINE_string("export_base", None, "Export base folder. Its "
+                      "SavedModel runs in this process: only exports you "
+                      "trust.")
   flags.DEFINE_string("model_name", "rankup", "Model name.")
   flags.DEFINE_string("examples", None, "TFRecords of tf.Example.")
-  flags.DEFINE_integer("count", 4, "Examples to predict.")
+  flags.DEFINE_integer("count", 4, "Examples to predict (at least 1).")
   flags.mark_flags_as_required(["export_base", "examples"])
   app.run(main)

@@ -13,6 +13,9 @@ Checks, each failing loudly (exit 1) with what went wrong:
    memory, agrees with the export (max abs diff <= 1e-5);
 5. every warmup request in assets.extra replays without error.
 The trainer runs this after every export.
+
+Loading a SavedModel runs its graph in this process, with this user's
+rights: only validate exports you trust.
 """
 
 import os
@@ -29,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
+from rankup_tf import cli
 from rankup_tf import features as features_lib
 from serving import export as export_lib
 from serving import op_check
@@ -138,17 +142,20 @@ def validate(export_dir: str, examples_pattern: str, model_dir: str = "",
 def main(argv):
   del argv
   FLAGS = flags.FLAGS
-  try:
-    report = validate(FLAGS.export_dir, FLAGS.examples, FLAGS.model_dir)
-  except (ValidationError, FileNotFoundError) as e:
-    print(f"export validation FAILED: {e}", file=sys.stderr)
-    sys.exit(1)
+  with cli.one_line_errors():
+    try:
+      report = validate(FLAGS.export_dir, FLAGS.examples, FLAGS.model_dir)
+    except ValidationError as e:
+      print(f"error: export validation failed: {cli.error_line(e)}",
+            file=sys.stderr)
+      sys.exit(1)
   print("export validation passed: " + ", ".join(
       f"{k}={v}" for k, v in report.items()))
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("export_dir", None, "A SavedModel version folder.")
+  flags.DEFINE_string("export_dir", None, "A SavedModel version folder. "
+                      "It runs in this process: only exports you trust.")
   flags.DEFINE_string("examples", None, "TFRecords of real examples.")
   flags.DEFINE_string("model_dir", "", "The trainer's model_dir, to compare "
                       "with the in-memory model.")

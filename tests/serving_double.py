@@ -1,11 +1,13 @@
 """Test doubles of TF Serving (tests only): gRPC PredictionService and REST.
 
 They serve `<export_base>/<model_name>/<version>/` SavedModels the way TF
-Serving does for what the project relies on: model and version resolution
-(latest by default, any loaded version on request), signature lookup, input
-names and dtypes checked against the signature, and every error answered
-as a status (INVALID_ARGUMENT for bad requests, NOT_FOUND for unknown
-models or versions) without taking the server down.
+Serving does for what the project relies on: versions loaded (and their
+warmup requests replayed) before they answer, so no request waits for a
+load; model and version resolution (latest by default, any loaded version
+on request); signature lookup; input names and dtypes checked against the
+signature; and every error answered as a status (INVALID_ARGUMENT for bad
+requests, NOT_FOUND for unknown models or versions) without taking the
+server down.
 """
 
 import base64
@@ -22,6 +24,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from serving import validate
+
 
 class RequestError(Exception):
   def __init__(self, code: grpc.StatusCode, message: str):
@@ -30,32 +34,46 @@ class RequestError(Exception):
 
 
 class ModelStore:
-  """Loads versions on demand (a re-export appears without a restart)."""
+  """The loaded versions under export_base, as TF Serving holds them.
+
+  Every version found is loaded, and its warmup requests replayed, when
+  the store is created, before any server answers; versions exported later
+  are loaded by `poll()` (TF Serving polls its file system). Requests only
+  ever reach loaded versions.
+  """
 
   def __init__(self, export_base: str):
     self.export_base = export_base
     self._loaded: Dict[Tuple[str, int], object] = {}
     self._lock = threading.Lock()
+    self.poll()
+
+  def poll(self) -> None:
+    """Loads the versions that appeared since the last poll."""
+    for name in sorted(os.listdir(self.export_base)):
+      base = os.path.join(self.export_base, name)
+      if not os.path.isdir(base):
+        continue
+      for version in sorted(int(v) for v in os.listdir(base) if v.isdigit()):
+        if (name, version) not in self._loaded:
+          path = os.path.join(base, str(version))
+          loaded = tf.saved_model.load(path)
+          validate.replay_warmup(loaded, path)
+          with self._lock:
+            self._loaded[(name, version)] = loaded
 
   def get(self, name: str, version: Optional[int]):
-    base = os.path.join(self.export_base, name)
-    if not os.path.isdir(base):
+    with self._lock:
+      versions = sorted(v for n, v in self._loaded if n == name)
+    if not versions:
       raise RequestError(grpc.StatusCode.NOT_FOUND,
                          f"Servable not found for request: Latest({name})")
-    versions = sorted(int(v) for v in os.listdir(base) if v.isdigit())
     if version is None:
-      if not versions:
-        raise RequestError(grpc.StatusCode.NOT_FOUND,
-                           f"No versions of servable {name} found")
       version = versions[-1]
     if version not in versions:
       raise RequestError(grpc.StatusCode.NOT_FOUND,
                          f"Servable not found for request: "
                          f"Specific({name}, {version})")
-    with self._lock:
-      if (name, version) not in self._loaded:
-        self._loaded[(name, version)] = tf.saved_model.load(
-            os.path.join(base, str(version)))
     return self._loaded[(name, version)], version
 
   def run(self, name: str, version: Optional[int], signature_name: str,
@@ -141,13 +159,15 @@ class PredictionServiceDouble(
 
 
 def start_grpc(export_base: str):
-  """(server, "127.0.0.1:port") serving export_base on a free port."""
+  """(server, "127.0.0.1:port", store) serving export_base on a free port;
+  every version there is loaded before the server starts."""
+  store = ModelStore(export_base)
   server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
   prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-      PredictionServiceDouble(ModelStore(export_base)), server)
+      PredictionServiceDouble(store), server)
   port = server.add_insecure_port("127.0.0.1:0")
   server.start()
-  return server, f"127.0.0.1:{port}"
+  return server, f"127.0.0.1:{port}", store
 
 
 def _decode(value):
@@ -159,7 +179,8 @@ def _decode(value):
 
 
 def start_rest(export_base: str):
-  """(server, "http://127.0.0.1:port") with TF Serving's predict route."""
+  """(server, "http://127.0.0.1:port") with TF Serving's predict route;
+  every version is loaded before the server starts."""
   store = ModelStore(export_base)
 
   class Handler(http_server.BaseHTTPRequestHandler):

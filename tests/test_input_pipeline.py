@@ -156,6 +156,14 @@ def _bad_file(tmp_path, case):
     row = tfexamples.all_kinds_row(5)
     row["buy"] = 2.0
     rows[5] = tfexamples.example(row)
+  elif case == "nan_dense":
+    row = tfexamples.all_kinds_row(5)
+    row["d_log"] = float("nan")
+    rows[5] = tfexamples.example(row)
+  elif case == "inf_vector":
+    row = tfexamples.all_kinds_row(5)
+    row["v_vec"] = [1.0, float("-inf"), 0.0, 0.0]
+    rows[5] = tfexamples.example(row)
   elif case == "truncated_gzip":
     compression, suffix = "GZIP", ".tfrecord.gz"
   path = tfexamples.write_records(str(tmp_path / f"{case}{suffix}"), rows,
@@ -176,6 +184,9 @@ def _bad_file(tmp_path, case):
     ("two_values", "Feature s_hash is single-valued but record {path}:5 "
      "holds 2 values"),
     ("bad_label", "Label buy must be 0 or 1; record {path}:5 has 2"),
+    ("nan_dense", "Feature d_log must be finite; record {path}:5 has nan"),
+    ("inf_vector", "Feature v_vec must be finite; record {path}:5 has "
+     "[1.000000 -inf 0.000000 0.000000]"),
 ])
 def test_bad_input_raises_naming_file_and_feature(schema, tmp_path, case,
                                                   message):
@@ -189,7 +200,8 @@ def test_bad_input_raises_naming_file_and_feature(schema, tmp_path, case,
 
 def test_skip_mode_counts_what_it_skips(schema, tmp_path):
   bad_records = [_bad_file(tmp_path, c) for c in
-                 ("missing_label", "wrong_dtype", "two_values", "bad_label")]
+                 ("missing_label", "wrong_dtype", "two_values", "bad_label",
+                  "nan_dense", "inf_vector")]
   truncated = _bad_file(tmp_path, "truncated")
   counter = input_pipeline.BadRecordCounter()
   ds = rankup_tf.make_dataset(bad_records + [truncated], schema,
@@ -197,7 +209,7 @@ def test_skip_mode_counts_what_it_skips(schema, tmp_path):
                               drop_remainder=False)
   kept = len(_all(ds))
   result = counter.result()
-  assert result["skipped_records"] == 4
+  assert result["skipped_records"] == 6
   assert result["corrupt_files"] == 1 and result["unreadable_bytes"] > 0
-  # 4 files x 11 good records + the readable part of the truncated file.
-  assert kept == 44 + 11
+  # 6 files x 11 good records + the readable part of the truncated file.
+  assert kept == 66 + 11

@@ -9,6 +9,7 @@ import tensorflow as tf
 import rankup_tf
 from rankup_tf import layers
 from rankup_tf import schema as schema_lib
+from rankup_tf.layers import backbone
 
 
 def _np_gelu(x):
@@ -48,10 +49,12 @@ def test_token_mixing_names_t_and_d_when_not_divisible():
     layers.TokenMixing()(tf.zeros([2, 4, 10]))
 
 
+@pytest.mark.parametrize("implementation", ["batched", "unstacked"])
 @pytest.mark.parametrize("activation", ["gelu", "swiglu"])
-def test_per_token_ffn_equals_independent_ffns(activation):
+def test_per_token_ffn_equals_independent_ffns(activation, implementation):
   x = np.random.default_rng(1).normal(size=(5, 3, 8)).astype(np.float32)
-  ffn = layers.PerTokenFFN(expansion=2, activation=activation)
+  ffn = layers.PerTokenFFN(expansion=2, activation=activation,
+                           implementation=implementation)
   got = ffn(x).numpy()
   w = {v.name.split("/")[-1].split(":")[0]: v.numpy() for v in ffn.weights}
   for t in range(3):
@@ -68,6 +71,72 @@ def test_per_token_ffn_equals_independent_ffns(activation):
 def _block_weights(block):
   return {v.name.split("/", 1)[1].split(":")[0]: v.numpy()
           for v in block.weights}
+
+
+def test_gelu_training_gradient_matches_autodiff_of_tf_gelu():
+  z = tf.constant(np.linspace(-12, 12, 2001), tf.float32)
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(z)
+    ours = backbone.gelu(z, training=True)
+    reference = tf.nn.gelu(z)
+  np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(tape.gradient(ours, z),
+                             tape.gradient(reference, z), rtol=1e-5,
+                             atol=1e-6)
+
+
+def _ffn_pair(kind, implementation, **kwargs):
+  if kind == "moe":
+    return layers.SparseMoEFFN(3, 2, implementation=implementation, **kwargs)
+  if kind == "rankup_block":
+    return layers.RankUpBlock(2, implementation=implementation, **kwargs)
+  return layers.PerTokenFFN(2, kind, implementation=implementation, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["gelu", "swiglu", "moe", "rankup_block"])
+def test_implementations_share_checkpoints_outputs_and_gradients(kind,
+                                                                 tmp_path):
+  x = tf.constant(np.random.default_rng(6).normal(size=(5, 4, 8)),
+                  tf.float32)
+  batched = _ffn_pair(kind, "batched", name="ffn")
+  unstacked = _ffn_pair(kind, "unstacked", name="ffn")
+  batched(x), unstacked(x)
+  assert ([(w.name, w.shape) for w in batched.weights]
+          == [(w.name, w.shape) for w in unstacked.weights])
+  path = tf.train.Checkpoint(layer=batched).save(str(tmp_path / "ck"))
+  tf.train.Checkpoint(layer=unstacked).restore(path).assert_consumed()
+  for training in (False, True):
+    results = []
+    for layer in (batched, unstacked):
+      with tf.GradientTape() as tape:
+        y = layer(x, training=training)
+        loss = tf.reduce_sum(tf.square(y)) + tf.add_n(
+            layer.losses + [0.0])
+      grads = tape.gradient(loss, layer.trainable_weights,
+                            unconnected_gradients="zero")
+      results.append((y, loss, grads))
+    tf.nest.map_structure(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+        results[0], results[1])
+  # The training GELU (own gradient) computes what inference's does.
+  if kind != "moe":  # the MoE mixes with another router when training
+    np.testing.assert_allclose(unstacked(x, training=True),
+                               batched(x, training=False), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_auto_implementation_is_batched_only_where_a_gpu_is(monkeypatch):
+  monkeypatch.setattr(tf.config, "list_logical_devices",
+                      lambda kind=None: [])
+  assert layers.PerTokenFFN(implementation="auto")._implementation == \
+      "unstacked"
+  monkeypatch.setattr(tf.config, "list_logical_devices",
+                      lambda kind=None: ["/GPU:0"] if kind == "GPU" else [])
+  assert layers.SparseMoEFFN(implementation="auto")._implementation == \
+      "batched"
+  with pytest.raises(ValueError, match=r"Unknown implementation 'fast'; "
+                     r"expected one of \('auto', 'batched', 'unstacked'\)"):
+    layers.RankMixerBlock(implementation="fast")
 
 
 def test_rankmixer_block_matches_spec_equations():
@@ -168,7 +237,9 @@ def _all_layers():
       (layers.TokenMixing(), tokens),
       (layers.PerTokenFFN(2, "gelu"), tokens),
       (layers.PerTokenFFN(2, "swiglu"), tokens),
+      (layers.PerTokenFFN(2, "gelu", implementation="batched"), tokens),
       (layers.SparseMoEFFN(3, 2), tokens),
+      (layers.SparseMoEFFN(3, 2, implementation="batched"), tokens),
       (layers.RankMixerBlock(2), tokens),
       (layers.RankUpBlock(2), tokens),
       (layers.TaskTowers(["p", "q"], [4], use_task_tokens=True), tokens),

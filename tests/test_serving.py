@@ -2,6 +2,8 @@
 protocols, bad requests, versions, the op check, config."""
 
 import os
+import re
+import socket
 import subprocess
 import sys
 from concurrent import futures
@@ -30,6 +32,12 @@ from tests.conftest import REPO
 
 MODEL_CONFIG = models.RankUpConfig(num_tokens=8, token_dim=16,
                                    embedding_dim=4, tower_units=(8,))
+# Deadlines for a busy machine: a request to a loaded model takes
+# milliseconds, the slack is for CPU contention and changes nothing that is
+# asserted.
+DEADLINE = 120.0
+SUBPROCESS_TIMEOUT = 600
+TLS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +74,7 @@ def export_base(trained):
 
 @pytest.fixture(scope="module")
 def grpc_server(export_base):
-  server, address = serving_double.start_grpc(export_base)
+  server, address, _ = serving_double.start_grpc(export_base)
   yield address
   server.stop(None)
 
@@ -102,7 +110,7 @@ def test_validate_in_a_fresh_process(export_base, trained):
       [sys.executable, "-m", "serving.validate",
        f"--export_dir={export_base}/rankup/1", f"--examples={trained['data']}",
        f"--model_dir={trained['model_dir']}"],
-      cwd=REPO, capture_output=True, text=True, timeout=300)
+      cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "export validation passed" in result.stdout
   assert "'predict_raw', 'serving_default'" in result.stdout
@@ -111,7 +119,7 @@ def test_validate_in_a_fresh_process(export_base, trained):
 
 
 def test_grpc_client_over_the_wire_matches_the_model(grpc_server, trained):
-  client = client_lib.GrpcClient(grpc_server, "rankup")
+  client = client_lib.GrpcClient(grpc_server, "rankup", timeout=DEADLINE)
   examples = trained["examples"][:7]
   expected = _expected(trained, examples)
   by_examples = client.predict_examples(examples)
@@ -138,10 +146,15 @@ def _grpc_error(client, request):
     ("garbage", "Could not parse example input, value: 'not a tf.Example"),
     ("binary_garbage", "Could not parse example input"),
     ("missing_input", "missing inputs ['i_hash']"),
+    ("nan_example", "Feature d_std must be finite; record #1 of the batch "
+     "has nan"),
+    ("inf_raw", "Feature u_vec must be finite; record #0 of the batch has "
+     "[inf 1.000000 2.000000 3.000000]"),
 ])
 def test_bad_requests_get_invalid_argument(grpc_server, trained, case,
                                            message):
-  client = client_lib.GrpcClient(grpc_server, "rankup", retries=0)
+  client = client_lib.GrpcClient(grpc_server, "rankup", retries=0,
+                                 timeout=DEADLINE)
   schema = trained["schema"]
   raw = {k: v.numpy() for k, v in features_lib.padded_raw_features(
       schema, tf.constant(trained["examples"][:2])).items()}
@@ -162,6 +175,15 @@ def test_bad_requests_get_invalid_argument(grpc_server, trained, case,
   elif case == "garbage":
     request = client.request({"examples": np.array(
         [b"not a tf.Example at all"], dtype=object)}, "serving_default")
+  elif case == "nan_example":
+    row = tfexamples.all_kinds_row(3)
+    row["d_std"] = float("nan")
+    request = client.request({"examples": np.array(
+        [trained["examples"][0], tfexamples.example(row)], dtype=object)},
+                             "serving_default")
+  elif case == "inf_raw":
+    raw["u_vec"][0, 0] = np.inf
+    request = client.request(raw, "predict_raw")
   elif case == "binary_garbage":
     request = client.request({"examples": np.array(
         [b"\x08\x96\x01\xff\xfe"], dtype=object)}, "serving_default")
@@ -181,8 +203,8 @@ def test_reexport_adds_a_version_while_the_old_one_answers(trained,
   model, schema = trained["model"], trained["schema"]
   first = export_lib.export_saved_model(model, schema, base, "rankup",
                                         trained["examples"][:2])
-  server, address = serving_double.start_grpc(base)
-  client = client_lib.GrpcClient(address, "rankup")
+  server, address, store = serving_double.start_grpc(base)
+  client = client_lib.GrpcClient(address, "rankup", timeout=DEADLINE)
   try:
     before = client.predict_examples(trained["examples"][:5])
     kernel = model.towers._towers["click"].layers[-1].kernel
@@ -192,6 +214,7 @@ def test_reexport_adds_a_version_while_the_old_one_answers(trained,
                                            trained["examples"][:2])
     kernel.assign(original)
     assert (first.endswith("/1"), second.endswith("/2")) == (True, True)
+    store.poll()  # TF Serving's file-system poll finds and loads version 2
     latest = client.predict_examples(trained["examples"][:5])
     old = client.predict_examples(trained["examples"][:5], version=1)
     np.testing.assert_allclose(old["click"], before["click"], atol=1e-6)
@@ -226,7 +249,8 @@ def test_op_check_rejects_a_non_core_op(export_base, tmp_path):
     op_check.check_export(str(bad_dir))
   result = subprocess.run([sys.executable, "-m", "serving.op_check",
                            f"--export_dir={bad_dir}"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True,
+                          timeout=SUBPROCESS_TIMEOUT)
   assert result.returncode == 1 and "RankUpFancyLookup" in result.stderr
 
 
@@ -260,7 +284,7 @@ def test_client_retries_unavailable_only(code, retried):
   server.start()
   try:
     client = client_lib.GrpcClient(f"127.0.0.1:{port}", "m", retries=3,
-                                   backoff=0.01)
+                                   backoff=0.01, timeout=DEADLINE)
     if retried:
       assert client.predict_examples([b"x"])["click"].tolist() == [0.5]
       assert servicer.calls == 3
@@ -275,7 +299,7 @@ def test_client_retries_unavailable_only(code, retried):
 def test_rest_client_row_and_column_forms(export_base, trained):
   server, url = serving_double.start_rest(export_base)
   try:
-    client = client_lib.RestClient(url, "rankup")
+    client = client_lib.RestClient(url, "rankup", timeout=DEADLINE)
     examples = trained["examples"][:3]
     expected = _expected(trained, examples)
     rows = client.predict_instances([{"examples": e} for e in examples])
@@ -289,13 +313,22 @@ def test_rest_client_row_and_column_forms(export_base, trained):
       client.predict_inputs({"examples": []})
   finally:
     server.shutdown()
+  closed = socket.socket()
+  closed.bind(("127.0.0.1", 0))
+  port = closed.getsockname()[1]
+  closed.close()
+  with pytest.raises(RuntimeError, match=re.escape(
+      f"http://127.0.0.1:{port}/v1/models/rankup:predict: ") + ".*refused"):
+    client_lib.RestClient(f"http://127.0.0.1:{port}", "rankup",
+                          timeout=DEADLINE).predict_instances([{"x": 1}])
 
 
 def test_client_cli_prints_predictions(grpc_server, trained):
   result = subprocess.run(
       [sys.executable, "-m", "serving.client", f"--server={grpc_server}",
-       "--model_name=rankup", f"--examples={trained['data']}", "--count=3"],
-      cwd=REPO, capture_output=True, text=True, timeout=120)
+       "--model_name=rankup", f"--examples={trained['data']}", "--count=3",
+       f"--timeout={DEADLINE}"],
+      cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
   assert result.returncode == 0, result.stderr[-2000:]
   lines = [l for l in result.stdout.splitlines() if l.startswith("example")]
   assert len(lines) == 3 and "click=" in lines[0]
@@ -313,3 +346,87 @@ def test_serving_config_files(tmp_path):
   assert "--batching_parameters_file=/config/batching_parameters.txt" in \
       result["docker"]
   assert "kind: Deployment" in result["kubernetes"]
+
+
+def test_grpc_client_over_tls(export_base, trained):
+  with open(os.path.join(TLS_DIR, "tls_localhost.key"), "rb") as f:
+    key = f.read()
+  with open(os.path.join(TLS_DIR, "tls_localhost.crt"), "rb") as f:
+    certificate = f.read()
+  server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+  prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+      serving_double.PredictionServiceDouble(
+          serving_double.ModelStore(export_base)), server)
+  port = server.add_secure_port(
+      "127.0.0.1:0", grpc.ssl_server_credentials([(key, certificate)]))
+  server.start()
+  try:
+    client = client_lib.GrpcClient(
+        f"localhost:{port}", "rankup", timeout=DEADLINE,
+        credentials=client_lib.tls_credentials(
+            os.path.join(TLS_DIR, "tls_localhost.crt")))
+    outputs = client.predict_examples(trained["examples"][:3])
+    np.testing.assert_allclose(
+        outputs["click"], _expected(trained, trained["examples"][:3])["click"],
+        atol=1e-5)
+    # Plain text to a TLS port never gets an answer.
+    plain = client_lib.GrpcClient(f"localhost:{port}", "rankup", retries=0,
+                                  timeout=DEADLINE)
+    assert _grpc_error(plain, plain.request(
+        {"examples": np.array(trained["examples"][:1], dtype=object)},
+        "serving_default")).code() == grpc.StatusCode.UNAVAILABLE
+  finally:
+    server.stop(None)
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "RankUp", "rank_up",
+                                  "-rankup", 'a"b', "", "x" * 51])
+def test_unsafe_model_names_are_rejected_everywhere(trained, tmp_path, name):
+  message = re.escape(f"model name {name!r} is not allowed")
+  with pytest.raises(ValueError, match=message):
+    export_lib.export_saved_model(trained["model"], trained["schema"],
+                                  str(tmp_path / "export"), name,
+                                  trained["examples"][:1])
+  with pytest.raises(ValueError, match=message):
+    serving_config.write_config("/exports", name, str(tmp_path / "config"))
+  with pytest.raises(ValueError, match=message):
+    client_lib.GrpcClient("localhost:1", name)
+  with pytest.raises(ValueError, match=message):
+    client_lib.RestClient("http://localhost:1", name)
+  assert os.listdir(tmp_path) == []  # nothing written, inside or outside
+
+
+def _predict_cli(*args):
+  result = subprocess.run([sys.executable, "-m", "serving.predict", *args],
+                          cwd=REPO, capture_output=True, text=True,
+                          timeout=SUBPROCESS_TIMEOUT)
+  return result.returncode, result.stdout, result.stderr
+
+
+def test_predict_cli_answers_or_says_what_is_wrong_in_one_line(
+    export_base, trained, tmp_path):
+  row = tfexamples.all_kinds_row(2)
+  row["u_vec"] = [0.0, float("nan"), 0.0, 0.0]
+  nan_file = tfexamples.write_records(str(tmp_path / "nan.tfrecord"),
+                                      [tfexamples.example(row)])
+  cases = [
+      ([f"--examples={nan_file}"],
+       "error: Feature u_vec must be finite; record #0 of the batch has "
+       "[0.000000 nan 0.000000 0.000000] (leave a missing value out: it "
+       "gets the default)."),
+      ([f"--examples={trained['data']}", "--count=0"],
+       "error: the example count must be at least 1, got 0."),
+  ]
+  for args, expected in cases:
+    code, out, err = _predict_cli(f"--export_base={export_base}", *args)
+    assert (code, err.strip().splitlines()[-1]) == (1, expected), err[-2000:]
+    assert "Traceback" not in err and "click=" not in out
+  code, out, err = _predict_cli(f"--export_base={tmp_path}/none",
+                                f"--examples={trained['data']}")
+  assert (code, err.strip().splitlines()[-1]) == (
+      1, f"error: {tmp_path}/none/rankup: no such folder (exports are "
+      "<export_base>/<model_name>/<version>/).")
+  code, out, err = _predict_cli(f"--export_base={export_base}",
+                                f"--examples={trained['data']}", "--count=2")
+  assert code == 0, err[-2000:]
+  assert out.count("click=") == 2

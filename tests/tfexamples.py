@@ -22,7 +22,9 @@ ALL_KINDS_SCHEMA = {
         {"name": "d_log", "normalization": "log1p", "default": 0.0},
         {"name": "d_std", "normalization": "standardize", "mean": 2.0,
          "std": 4.0, "default": 2.0},
-        {"name": "d_raw", "normalization": "none", "default": -1.0},
+        # No record holds d_raw: it tests the default.
+        {"name": "d_raw", "normalization": "none", "default": -1.0,
+         "optional": True},
     ],
     "pretrained_features": [{"name": "u_vec", "dim": 4},
                             {"name": "v_vec", "dim": 4}],

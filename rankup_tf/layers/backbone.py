@@ -74,6 +74,77 @@ class TokenMixing(tf.keras.layers.Layer):
     return tf.reshape(tf.transpose(heads, [0, 2, 1, 3]), [-1, t, d])
 
 
+IMPLEMENTATIONS = ("auto", "batched", "unstacked")
+
+_SQRT_HALF = 0.7071067811865476
+_RSQRT_PI = 0.5641895835477563
+
+
+@tf.custom_gradient
+def _gelu_reusing_cdf(z):
+  """Exact GELU, z * Phi(z), whose gradient reuses the forward's Phi(z).
+
+  Forward + backward build 11 elementwise ops over the [B, kD] hidden
+  layer where autodiff of tf.nn.gelu builds 16. With m = -z/sqrt(2):
+  Phi(z) = erfc(m)/2 and GELU'(z) = Phi(z) - m exp(-m^2)/sqrt(pi).
+  """
+  m = z * -_SQRT_HALF
+  cdf = 0.5 * tf.math.erfc(m)
+
+  def grad(dy):
+    return dy * (cdf - _RSQRT_PI * m * tf.exp(-tf.square(m)))
+
+  return z * cdf, grad
+
+
+def gelu(z: tf.Tensor, training=None) -> tf.Tensor:
+  """Exact GELU. Training: the cheaper gradient above. Inference:
+  tf.nn.gelu, which oneDNN fuses into the matmul before it (a custom
+  gradient keeps its input alive, which blocks that fusion)."""
+  return _gelu_reusing_cdf(z) if training else tf.nn.gelu(z)
+
+
+@tf.custom_gradient
+def swiglu(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+  """SiLU(a) * b in 9 elementwise ops, forward + backward, where
+  tf.nn.silu(a) * b builds 19 (some pruned at run time): with
+  s = sigmoid(a) and g = dy * b, da = g * s + a * g * s * (1 - s), the
+  last term one SigmoidGrad op."""
+  s = tf.sigmoid(a)
+  silu = a * s
+
+  def grad(dy):
+    g = dy * b
+    return g * s + tf.raw_ops.SigmoidGrad(y=s, dy=a * g), dy * silu
+
+  return silu * b, grad
+
+
+def resolve_implementation(implementation: str) -> str:
+  """"auto" -> "batched" where the process sees a GPU, else "unstacked".
+
+  On the 2-core development CPU (`python -m benchmarks.per_token_ffn`),
+  T 2-D matmuls on slices of the [T, D, kD] weight beat one batched matmul:
+  oneDNN fuses bias + activation into 2-D matmuls, not into batched ones,
+  and the slices need no transposes. On a GPU one batched matmul is one
+  kernel launch instead of T (not measured here: no GPU).
+  """
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"Unknown implementation {implementation!r}; expected "
+                     f"one of {IMPLEMENTATIONS}.")
+  if implementation != "auto":
+    return implementation
+  return "batched" if tf.config.list_logical_devices("GPU") else "unstacked"
+
+
+def _per_token(weight: tf.Tensor, num_tokens: int) -> list:
+  """[T, ...] -> T tensors; a [T, 1, N] bias -> T [N] vectors (BiasAdd's
+  shape, which oneDNN fuses into the matmul)."""
+  if weight.shape.rank == 3 and weight.shape[1] == 1:
+    weight = tf.reshape(weight, [num_tokens, -1])
+  return tf.unstack(weight, num=num_tokens)
+
+
 @tf.keras.utils.register_keras_serializable("rankup_tf")
 class PerTokenFFN(tf.keras.layers.Layer):
   """T feed-forward networks, one per token, in one [T, D, kD] weight.
@@ -91,9 +162,16 @@ class PerTokenFFN(tf.keras.layers.Layer):
   Args:
     expansion: k, hidden width kD.
     activation: "gelu" or "swiglu".
+    implementation: how the T FFNs run; every choice holds the same weights
+      (names and shapes), so checkpoints and exports are interchangeable.
+      "batched": transpose to [T, B, D] and one batched matmul per weight.
+      "unstacked": T 2-D matmuls on slices of the weight (bias and
+      activation fuse into them on CPU). "auto": unstacked on CPU, batched
+      where a GPU is visible (see `resolve_implementation`).
   """
 
-  def __init__(self, expansion: int = 4, activation: str = "gelu", **kwargs):
+  def __init__(self, expansion: int = 4, activation: str = "gelu",
+               implementation: str = "auto", **kwargs):
     super().__init__(**kwargs)
     if activation not in FFN_ACTIVATIONS:
       raise ValueError(f"PerTokenFFN: unknown activation {activation!r}; "
@@ -103,10 +181,13 @@ class PerTokenFFN(tf.keras.layers.Layer):
                        f"{expansion}.")
     self.expansion = expansion
     self.activation = activation
+    self.implementation = implementation
+    self._implementation = resolve_implementation(implementation)
 
   def build(self, input_shape):
     t, d = static_dims(input_shape, self)
     h = self.expansion * d
+    self._t = t
     self.w1 = self.add_weight("w1", [t, d, h],
                               initializer=per_token_uniform(d, h))
     if self.activation == "gelu":
@@ -114,26 +195,42 @@ class PerTokenFFN(tf.keras.layers.Layer):
       self.w2 = self.add_weight("w2", [t, h, d],
                                 initializer=per_token_uniform(h, d))
       self.b2 = self.add_weight("b2", [t, 1, d], initializer="zeros")
+      self._ffn_weights = [self.w1, self.b1, self.w2, self.b2]
     else:
       self.w2 = self.add_weight("w2", [t, d, h],
                                 initializer=per_token_uniform(d, h))
       self.w3 = self.add_weight("w3", [t, h, d],
                                 initializer=per_token_uniform(h, d))
+      self._ffn_weights = [self.w1, self.w2, self.w3]
     super().build(input_shape)
 
-  def call(self, tokens: tf.Tensor) -> tf.Tensor:
-    x = tf.transpose(tokens, [1, 0, 2])  # [T, B, D]: one batched matmul
+  def call(self, tokens: tf.Tensor, training=None) -> tf.Tensor:
+    if self._implementation == "batched":
+      x = tf.transpose(tokens, [1, 0, 2])  # [T, B, D]
+      return tf.transpose(self._ffn(x, self._ffn_weights, training),
+                          [1, 0, 2])
+    per_token = zip(*[_per_token(w, self._t) for w in self._ffn_weights])
+    return tf.stack([self._ffn(x, weights, training) for x, weights in
+                     zip(tf.unstack(tokens, axis=1), per_token)], axis=1)
+
+  def _ffn(self, x, weights, training):
+    """One FFN on [B, D] (unstacked) or all T on [T, B, D] (batched)."""
     if self.activation == "gelu":
-      hidden = tf.nn.gelu(tf.matmul(x, self.w1) + self.b1)
-      y = tf.matmul(hidden, self.w2) + self.b2
-    else:
-      hidden = tf.nn.silu(tf.matmul(x, self.w1)) * tf.matmul(x, self.w2)
-      y = tf.matmul(hidden, self.w3)
-    return tf.transpose(y, [1, 0, 2])
+      w1, b1, w2, b2 = weights
+      hidden = gelu(_add_bias(tf.matmul(x, w1), b1), training)
+      return _add_bias(tf.matmul(hidden, w2), b2)
+    w1, w2, w3 = weights
+    return tf.matmul(swiglu(tf.matmul(x, w1), tf.matmul(x, w2)), w3)
 
   def get_config(self):
     return dict(super().get_config(), expansion=self.expansion,
-                activation=self.activation)
+                activation=self.activation,
+                implementation=self.implementation)
+
+
+def _add_bias(x: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+  """BiasAdd for a per-token [N] bias (fusable), broadcast add for [T, 1, N]."""
+  return tf.nn.bias_add(x, bias) if bias.shape.rank == 1 else x + bias
 
 
 @tf.keras.utils.register_keras_serializable("rankup_tf")
@@ -159,10 +256,18 @@ class SparseMoEFFN(tf.keras.layers.Layer):
   moe = rankup_tf.layers.SparseMoEFFN(num_experts=4, expansion=2)
   out = moe(tf.random.normal([32, 8, 64]), training=True)  # [32, 8, 64]
   ```
+
+  Args:
+    num_experts: E experts per token.
+    expansion: k, each expert's hidden width kD.
+    l1_penalty: weight of the inference router's L1 gate penalty.
+    implementation: "auto", "batched" or "unstacked", as in `PerTokenFFN`
+      (same weights whichever runs).
   """
 
   def __init__(self, num_experts: int = 4, expansion: int = 4,
-               l1_penalty: float = 1e-3, **kwargs):
+               l1_penalty: float = 1e-3, implementation: str = "auto",
+               **kwargs):
     super().__init__(**kwargs)
     if num_experts < 1:
       raise ValueError(f"SparseMoEFFN: num_experts must be >= 1, got "
@@ -170,6 +275,8 @@ class SparseMoEFFN(tf.keras.layers.Layer):
     self.num_experts = num_experts
     self.expansion = expansion
     self.l1_penalty = l1_penalty
+    self.implementation = implementation
+    self._implementation = resolve_implementation(implementation)
 
   def build(self, input_shape):
     t, d = static_dims(input_shape, self)
@@ -188,42 +295,76 @@ class SparseMoEFFN(tf.keras.layers.Layer):
     super().build(input_shape)
 
   def call(self, tokens: tf.Tensor, training=None) -> tf.Tensor:
+    routers = [self.inference_router]
+    if training:
+      routers.append(self.train_router)
+    mix = (self._batched if self._implementation == "batched"
+           else self._unstacked)
+    (y_infer, infer_gates), *train = mix(tokens, routers, training)
+    if not training:
+      return y_infer
+    y_train = train[0][0]
+    self.add_loss(tf.reduce_mean(tf.reduce_sum(
+        tf.square(y_infer - tf.stop_gradient(y_train)), axis=[1, 2])))
+    self.add_loss(self.l1_penalty * tf.reduce_mean(
+        tf.reduce_sum(infer_gates, axis=[1, 2])))
+    return y_train
+
+  def _batched(self, tokens, routers, training):
+    """Per router: (y [B, T, D], gates [B, T, E]), from [T*E, B, *] batched
+    matmuls."""
     t, e = self._t, self.num_experts
     x = tf.transpose(tokens, [1, 0, 2])  # [T, B, D]
     batch = tf.shape(x)[1]
     # Every expert of token t sees token t: [T*E, B, D].
     expert_in = tf.reshape(tf.repeat(x[:, tf.newaxis], e, axis=1),
                            [t * e, batch, self._d])
-    hidden = tf.nn.gelu(tf.matmul(expert_in, self.w1) + self.b1)
-    experts = tf.reshape(tf.matmul(hidden, self.w2) + self.b2,
+    hidden = gelu(_add_bias(tf.matmul(expert_in, self.w1), self.b1),
+                  training)
+    experts = tf.reshape(_add_bias(tf.matmul(hidden, self.w2), self.b2),
                          [t, e, batch, self._d])
-
-    def mix(router):
+    mixes = []
+    for router in routers:
       gates = tf.nn.relu(tf.matmul(x, router))  # [T, B, E]
       gates_e = tf.transpose(gates, [0, 2, 1])[..., tf.newaxis]
-      return tf.reduce_sum(gates_e * experts, axis=1), gates
+      y = tf.reduce_sum(gates_e * experts, axis=1)
+      mixes.append((tf.transpose(y, [1, 0, 2]),
+                    tf.transpose(gates, [1, 0, 2])))
+    return mixes
 
-    y_infer, infer_gates = mix(self.inference_router)
-    if training:
-      y_train, _ = mix(self.train_router)
-      self.add_loss(tf.reduce_mean(tf.reduce_sum(
-          tf.square(y_infer - tf.stop_gradient(y_train)), axis=[0, 2])))
-      self.add_loss(self.l1_penalty * tf.reduce_mean(
-          tf.reduce_sum(infer_gates, axis=[0, 2])))
-      y = y_train
-    else:
-      y = y_infer
-    return tf.transpose(y, [1, 0, 2])
+  def _unstacked(self, tokens, routers, training):
+    """As `_batched`, from 2-D matmuls on slices of the same weights."""
+    t, e = self._t, self.num_experts
+    w1, b1, w2, b2 = [_per_token(w, t * e)
+                      for w in (self.w1, self.b1, self.w2, self.b2)]
+    per_router = [_per_token(r, t) for r in routers]
+    ys, gates = [[] for _ in routers], [[] for _ in routers]
+    for i, x in enumerate(tf.unstack(tokens, axis=1)):
+      experts = []
+      for j in range(i * e, (i + 1) * e):
+        hidden = gelu(_add_bias(tf.matmul(x, w1[j]), b1[j]), training)
+        experts.append(_add_bias(tf.matmul(hidden, w2[j]), b2[j]))
+      for r, router in enumerate(per_router):
+        g = tf.nn.relu(tf.matmul(x, router[i]))  # [B, E]
+        ys[r].append(tf.add_n([g[:, k, tf.newaxis] * experts[k]
+                               for k in range(e)]))
+        gates[r].append(g)
+    return [(tf.stack(y, axis=1), tf.stack(g, axis=1))
+            for y, g in zip(ys, gates)]
 
   def get_config(self):
     return dict(super().get_config(), num_experts=self.num_experts,
-                expansion=self.expansion, l1_penalty=self.l1_penalty)
+                expansion=self.expansion, l1_penalty=self.l1_penalty,
+                implementation=self.implementation)
 
 
-def _make_ffn(expansion, activation, num_experts, moe_l1_penalty, name):
+def _make_ffn(expansion, activation, num_experts, moe_l1_penalty,
+              implementation, name):
   if num_experts:
-    return SparseMoEFFN(num_experts, expansion, moe_l1_penalty, name=name)
-  return PerTokenFFN(expansion, activation, name=name)
+    return SparseMoEFFN(num_experts, expansion, moe_l1_penalty,
+                        implementation=implementation, name=name)
+  return PerTokenFFN(expansion, activation, implementation=implementation,
+                     name=name)
 
 
 class _Block(tf.keras.layers.Layer):
@@ -231,16 +372,18 @@ class _Block(tf.keras.layers.Layer):
 
   def __init__(self, expansion: int = 4, activation: str = "gelu",
                num_experts: int = 0, moe_l1_penalty: float = 1e-3,
-               layer_norm_epsilon: float = 1e-6, **kwargs):
+               layer_norm_epsilon: float = 1e-6, implementation: str = "auto",
+               **kwargs):
     super().__init__(**kwargs)
     self.expansion = expansion
     self.activation = activation
     self.num_experts = num_experts
     self.moe_l1_penalty = moe_l1_penalty
     self.layer_norm_epsilon = layer_norm_epsilon
+    self.implementation = implementation
     self.mixer = TokenMixing(name="token_mixing")
     self.ffn = _make_ffn(expansion, activation, num_experts, moe_l1_penalty,
-                         name="ffn")
+                         implementation, name="ffn")
     self.norm1 = tf.keras.layers.LayerNormalization(
         epsilon=layer_norm_epsilon, name="norm1")
     self.norm2 = tf.keras.layers.LayerNormalization(
@@ -264,7 +407,8 @@ class _Block(tf.keras.layers.Layer):
     return dict(super().get_config(), expansion=self.expansion,
                 activation=self.activation, num_experts=self.num_experts,
                 moe_l1_penalty=self.moe_l1_penalty,
-                layer_norm_epsilon=self.layer_norm_epsilon)
+                layer_norm_epsilon=self.layer_norm_epsilon,
+                implementation=self.implementation)
 
 
 @tf.keras.utils.register_keras_serializable("rankup_tf")
