@@ -64,7 +64,7 @@ def _measure(lookup: str, strategy_name: str, rows: int) -> dict:
           vocabulary_size=rows, dim=DIM)
       table = tfrs.layers.embedding.TPUEmbedding(
           {n: tf.tpu.experimental.embedding.FeatureConfig(table=config)
-           for n in names})
+           for n in names}, optimizer=None)
       embed = lambda f: tf.stack([table(f)[n] for n in names], 1)
     else:
       table = rankup_tf.layers.MultiEmbedding(

@@ -194,7 +194,13 @@ def test_killed_run_resumes_to_the_same_total_steps(data_dir, tmp_path):
      "No files match '/nonexistent/train-*'"),
     (["--num_tokens=12"],
      "token_dim D=32 is not divisible by num_tokens T=12"),
-    (["--schema={mismatch}"], "does not match the schema"),
+    (["--schema={mismatch}"], "dense feature(s) ['not_in_data'] of the "
+     "schema are in none of the first"),
+    (["--schema={vector_mismatch}"], "does not match the schema"),
+    (["--dense_learning_rate=-0.01"],
+     "dense_learning_rate must be a positive finite number, got -0.01"),
+    (["--sparse_learning_rate=nan"],
+     "sparse_learning_rate must be a positive finite number, got nan"),
     (["--loss_weights=click"], "--loss_weights entry 'click' is not "
      "task=weight"),
 ])
@@ -204,9 +210,13 @@ def test_bad_flags_exit_nonzero_with_a_clear_message(data_dir, tmp_path,
   spec = rankup_tf.Schema.load(f"{data_dir}/small.json").to_dict()
   spec["dense_features"].append({"name": "not_in_data",
                                  "normalization": "none"})
-  spec["pretrained_features"].append({"name": "absent_vec", "dim": 3})
   rankup_tf.Schema.from_dict(spec).save(str(mismatch))
-  extra = [e.format(mismatch=mismatch) for e in extra]
+  vector_mismatch = tmp_path / "vector_mismatch.json"
+  spec = rankup_tf.Schema.load(f"{data_dir}/small.json").to_dict()
+  spec["pretrained_features"].append({"name": "absent_vec", "dim": 3})
+  rankup_tf.Schema.from_dict(spec).save(str(vector_mismatch))
+  extra = [e.format(mismatch=mismatch, vector_mismatch=vector_mismatch)
+           for e in extra]
   code, out, err = _finish(_train(*_flags(data_dir, tmp_path / "run",
                                           "--train_steps=2"), *extra),
                            timeout=300)

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from rankup_tf import models
 from serving import restore
+from trainer import checks
 
 STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device",
               "parameter_server")
@@ -124,6 +125,8 @@ class TrainConfig:
          "eval_every_n_steps and erank_every_n_steps must be >= 0.")
     need(self.ps_min_shard_bytes > 0 and self.ps_max_shards >= 0,
          "ps_min_shard_bytes must be positive and ps_max_shards >= 0.")
+    for name in ("dense_learning_rate", "sparse_learning_rate"):
+      checks.check_learning_rate(name, getattr(self, name))
 
   def to_dict(self) -> Dict[str, Any]:
     values = dataclasses.asdict(self)

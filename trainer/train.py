@@ -47,6 +47,7 @@ from rankup_tf import schema as schema_lib
 from serving import export as export_lib
 from serving import restore
 from trainer import callbacks as callbacks_lib
+from trainer import checks
 from trainer import config as config_lib
 from trainer import evaluation
 from trainer import flags as flags_lib
@@ -140,6 +141,7 @@ def _preflight(config: config_lib.TrainConfig,
                         ("eval", config.eval_files)):
     if not pattern:
       continue
+    checks.check_dense_fields_present(pattern, schema)
     dataset = rankup_tf.make_dataset(
         pattern, schema, batch_size=8, shuffle=False, deterministic=True,
         drop_remainder=False,
