@@ -37,8 +37,10 @@ def _expected(embed, view, inputs):
   for name in embed.view_features[view]:
     field = by_name[name]
     stack = next(s for s in embed._stacks  # pylint: disable=protected-access
-                 if s.view == view and name in s.fields)
-    table = tables[stack.name][stack.offsets[stack.fields.index(name)]:]
+                 if view in s.views and name in s.fields)
+    column = stack.views.index(view) * stack.dim
+    table = tables[stack.name][stack.offsets[stack.fields.index(name)]:,
+                               column:column + stack.dim]
     if not field.multivalent:
       columns.append(table[inputs[name].numpy()])
       continue
@@ -71,6 +73,24 @@ def test_each_field_reads_its_own_rows_pooled_by_its_combiner():
   assert embed.tables["view0_mean"].shape == (
       sum(f.table_size for f in _fields() if f.name in ("user", "item",
                                                          "city")), 4)
+
+
+def test_views_of_the_same_fields_share_one_table_side_by_side():
+  """Views 0 and 2 cover the same fields at the same dim: one gather of a
+  [rows, 2 x 4] table serves both, each view reading its own columns."""
+  view_features = [["user", "tags", "item"], ["item"],
+                   ["user", "tags", "item"]]
+  embed = layers.MultiEmbedding(_fields()[:3], [4, 4, 4], view_features)
+  inputs = _inputs()
+  views = embed(inputs)
+  assert sorted(embed.tables) == ["view0_2_mean", "view0_2_sum",
+                                  "view1_mean"]
+  assert embed.tables["view0_2_mean"].shape == (51 + 31, 8)
+  for k, view in enumerate(views):
+    np.testing.assert_allclose(view.numpy(), _expected(embed, k, inputs),
+                               rtol=1e-6, atol=1e-6)
+  # Same table, independent embeddings: the two views differ.
+  assert not np.allclose(views[0].numpy(), views[2].numpy())
 
 
 def test_mirrored_training_reads_and_updates_tables_sparsely(

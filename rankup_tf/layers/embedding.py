@@ -16,7 +16,7 @@ under a distribution strategy", has the measurements behind this):
 
 import dataclasses
 import math
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
@@ -36,17 +36,19 @@ def _as_feature(spec: FeatureSpec) -> schema_lib.SparseFeature:
 
 @dataclasses.dataclass(frozen=True)
 class _Stack:
-  """One table: the fields of a view that share a combiner, each owning a
-  disjoint row range starting at its offset."""
-  view: int
+  """One table: the fields that share a combiner, each owning a disjoint row
+  range starting at its offset, for every view in `views` (their columns
+  side by side, `dim` each)."""
+  views: Tuple[int, ...]
   combiner: str
-  fields: List[str]
-  offsets: List[int]
+  fields: Tuple[str, ...]
+  offsets: Tuple[int, ...]
   rows: int
+  dim: int
 
   @property
   def name(self) -> str:
-    return f"view{self.view}_{self.combiner}"
+    return "view" + "_".join(str(k) for k in self.views) + "_" + self.combiner
 
 
 @tf.keras.utils.register_keras_serializable("rankup_tf")
@@ -61,8 +63,12 @@ class MultiEmbedding(tf.keras.layers.Layer):
   Fields of a view are stacked into one table per combiner (each field owns
   a disjoint row range, so the math is that of one table per field): one
   gather per table per step instead of one per field, and a distribution
-  strategy exchanges one sparse gradient per table. Rows are initialized
-  from a truncated normal of stddev 1/sqrt(dim) (the default of
+  strategy exchanges one sparse gradient per table. Views that cover the
+  same fields with the same dim share that table side by side (view k's
+  columns are its own embeddings): one gather and one sparse update serve
+  them all, with the math of separate tables, since every optimizer here
+  updates each element on its own. Rows are initialized from a truncated
+  normal of stddev 1/sqrt(dim) (the default of
   `tf.tpu.experimental.embedding.TableConfig`).
 
   Example:
@@ -106,7 +112,7 @@ class MultiEmbedding(tf.keras.layers.Layer):
       raise ValueError(f"MultiEmbedding: {len(self.view_features)} view "
                        f"field lists for {len(self.view_dims)} views.")
     self._by_name = {f.name: f for f in self.features}
-    self._stacks: List[_Stack] = []
+    stacks = {}  # (combiner, fields, dim) -> views, in view order
     for k, fields in enumerate(self.view_features):
       unknown = [n for n in fields if n not in self._by_name]
       if unknown or not fields:
@@ -118,17 +124,21 @@ class MultiEmbedding(tf.keras.layers.Layer):
         by_combiner.setdefault(f.combiner if f.multivalent else "mean",
                                []).append(name)
       for combiner, members in by_combiner.items():
-        sizes = [self._by_name[n].table_size for n in members]
-        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
-        self._stacks.append(_Stack(k, combiner, members, offsets,
-                                   sum(sizes)))
+        key = (combiner, tuple(members), self.view_dims[k])
+        stacks.setdefault(key, []).append(k)
+    self._stacks: List[_Stack] = []
+    for (combiner, members, dim), views in stacks.items():
+      sizes = [self._by_name[n].table_size for n in members]
+      self._stacks.append(_Stack(
+          tuple(views), combiner, members,
+          tuple(sum(sizes[:i]) for i in range(len(sizes))), sum(sizes), dim))
 
   def build(self, input_shape=None):
     self.tables = {}
     for stack in self._stacks:
-      dim = self.view_dims[stack.view]
+      dim = stack.dim
       self.tables[stack.name] = self.add_weight(
-          stack.name, [stack.rows, dim], dtype=tf.float32,
+          stack.name, [stack.rows, dim * len(stack.views)], dtype=tf.float32,
           experimental_autocast=False,  # embeddings stay float32
           initializer=tf.keras.initializers.TruncatedNormal(
               stddev=1 / math.sqrt(dim)))
@@ -161,12 +171,12 @@ class MultiEmbedding(tf.keras.layers.Layer):
       if single:  # every univalent field of the table in one gather
         ids = tf.stack([tf.cast(inputs[n], tf.int64) + o
                         for n, o in single], axis=1)
-        pieces[stack.view].append(([n for n, _ in single],
-                                   gather(table, ids)))
+        _add_by_view(pieces, stack, [n for n, _ in single],
+                     gather(table, ids))
       for name, offset in zip(stack.fields, stack.offsets):
         if self._by_name[name].multivalent:
-          pooled = _pooled(table, inputs[name], offset, stack.combiner)
-          pieces[stack.view].append(([name], pooled[:, tf.newaxis]))
+          _add_by_view(pieces, stack, [name], _pooled(
+              table, inputs[name], offset, stack.combiner)[:, tf.newaxis])
     views = []
     for fields, view_pieces in zip(self.view_features, pieces):
       order = [name for names, _ in view_pieces for name in names]
@@ -183,6 +193,15 @@ class MultiEmbedding(tf.keras.layers.Layer):
     return dict(super().get_config(),
                 features=[dataclasses.asdict(f) for f in self.features],
                 view_dims=self.view_dims, view_features=self.view_features)
+
+
+def _add_by_view(pieces, stack: _Stack, names: List[str],
+                 rows: tf.Tensor) -> None:
+  """Hands each view of `stack` its columns of `rows` [B, m, views x dim]."""
+  parts = (tf.split(rows, len(stack.views), axis=-1)
+           if len(stack.views) > 1 else [rows])
+  for view, part in zip(stack.views, parts):
+    pieces[view].append((names, part))
 
 
 def gather(table, ids: tf.Tensor) -> tf.Tensor:
