@@ -15,11 +15,18 @@ stack whose per-token FFN is T separate Dense layers. The timed step also
 runs a float32 2048^2 matmul, giving the machine's matmul GFLOP/s in this
 run, and each row's share of it.
 
+With --against=REV (a git revision) both parts add a row for the layers
+of rankup_tf/layers/backbone.py at REV, default arguments: before/after
+figures from one run.
+
 Rounds alternate the formulations (noisy shared CPUs); the figures are
 medians over rounds, and "speed" is the dense row's time over the row's.
 """
 
+import os
+import subprocess
 import time
+import types
 from typing import Callable, Dict, List
 
 from absl import app
@@ -40,6 +47,8 @@ flags.DEFINE_integer("rounds", 7, "Alternating rounds; medians over them.")
 flags.DEFINE_integer("calls", 3, "Calls per formulation per round.")
 flags.DEFINE_list("parts", ["ffn", "block"], "Which parts to run.")
 flags.DEFINE_list("ffns", ["gelu", "swiglu", "moe"], "FFNs of part 1.")
+flags.DEFINE_string("against", "", "Git revision whose backbone.py layers "
+                    "get a row too (before/after).")
 
 IMPLEMENTATIONS = ("batched", "unstacked")
 NUM_BLOCKS = 2
@@ -131,46 +140,76 @@ def _ffn_steps(layer) -> Dict[str, Callable]:
   return {"forward": forward, "forward+backward": backward}
 
 
-def _ffn_layers(kind: str, implementation: str):
+def backbone_at(revision: str) -> types.ModuleType:
+  """rankup_tf/layers/backbone.py as it was at a git revision."""
+  source = subprocess.run(
+      ["git", "show", f"{revision}:rankup_tf/layers/backbone.py"],
+      check=True, capture_output=True, text=True,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+  # Keras refuses a second registration of today's names.
+  source = source.replace('register_keras_serializable("rankup_tf")',
+                          f'register_keras_serializable("at_{revision}")')
+  module = types.ModuleType(f"backbone_at_{revision}")
+  code = compile(source, f"{revision}:backbone.py", "exec")
+  exec(code, module.__dict__)  # pylint: disable=exec-used
+  return module
+
+
+def _formulations() -> Dict[str, types.ModuleType]:
+  """Row name -> the backbone module its layers come from (None: dense)."""
+  rows = {"dense": None}
+  rows.update({i: backbone for i in IMPLEMENTATIONS})
+  if FLAGS.against:
+    rows[FLAGS.against] = backbone_at(FLAGS.against)
+  return rows
+
+
+def _ffn_layer(kind: str, formulation: str, module):
   k, e = FLAGS.expansion, FLAGS.experts
-  if implementation == "dense":
+  if module is None:
     return DenseFFN(k, "gelu" if kind != "swiglu" else "swiglu",
                     e if kind == "moe" else 0)
+  # Another revision's layers run with their defaults.
+  kwargs = ({"implementation": formulation}
+            if formulation in IMPLEMENTATIONS else {})
   if kind == "moe":
-    return backbone.SparseMoEFFN(e, k, implementation=implementation)
-  return backbone.PerTokenFFN(k, kind, implementation=implementation)
+    return module.SparseMoEFFN(e, k, **kwargs)
+  return module.PerTokenFFN(k, kind, **kwargs)
 
 
 def run_ffn(x) -> List[str]:
   lines = ["| FFN | formulation | forward ms | speed | fwd+bwd ms | speed |",
            "|---|---|---|---|---|---|"]
+  formulations = _formulations()
   for kind in FLAGS.ffns:
     steps = {}
-    for implementation in ("dense",) + IMPLEMENTATIONS:
-      layer = _ffn_layers(kind, implementation)
+    for formulation, module in formulations.items():
+      layer = _ffn_layer(kind, formulation, module)
       for part, step in _ffn_steps(layer).items():
-        steps[implementation, part] = step
+        steps[formulation, part] = step
     ms = interleaved(steps, x, FLAGS.rounds, FLAGS.calls)
-    for implementation in ("dense",) + IMPLEMENTATIONS:
-      f, b = ms[implementation, "forward"], ms[implementation,
-                                               "forward+backward"]
+    for formulation in formulations:
+      f, b = ms[formulation, "forward"], ms[formulation, "forward+backward"]
       lines.append(
-          f"| {kind} | {implementation} | {f:.1f} | "
+          f"| {kind} | {formulation} | {f:.1f} | "
           f"{ms['dense', 'forward'] / f:.2f}x | {b:.1f} | "
           f"{ms['dense', 'forward+backward'] / b:.2f}x |")
   return lines
 
 
-def block_stack(style: str, implementation: str, num_blocks: int):
-  """`num_blocks` blocks; implementation "dense": their FFNs are DenseFFN."""
+def block_stack(style: str, formulation: str, module, num_blocks: int):
+  """`num_blocks` blocks of `module` (None: today's blocks, their FFNs
+  DenseFFN)."""
   blocks = []
   for i in range(num_blocks):
-    block = backbone.make_block(
-        style, name=f"block{i}",
-        implementation="auto" if implementation == "dense" else
-        implementation)
-    if implementation == "dense":
+    if module is None:
+      block = backbone.make_block(style, name=f"block{i}")
       block.ffn = DenseFFN(block.expansion, block.activation, name="ffn")
+    elif formulation in IMPLEMENTATIONS:
+      block = module.make_block(style, name=f"block{i}",
+                                implementation=formulation)
+    else:
+      block = module.make_block(style, name=f"block{i}")
     blocks.append(block)
   return tf.keras.Sequential(blocks)
 
@@ -193,10 +232,11 @@ def run_blocks(x) -> List[str]:
   b, t, d, k = FLAGS.batch, FLAGS.tokens, FLAGS.dim, FLAGS.expansion
   square = tf.random.normal([2048, 2048])
   steps = {"matmul": tf.function(lambda unused_x: tf.matmul(square, square))}
+  formulations = _formulations()
   for style in ("rankmixer", "rankup"):
-    for implementation in ("dense",) + IMPLEMENTATIONS:
-      steps[style, implementation] = _train_step(
-          block_stack(style, implementation, NUM_BLOCKS))
+    for formulation, module in formulations.items():
+      steps[style, formulation] = _train_step(
+          block_stack(style, formulation, module, NUM_BLOCKS))
   ms = interleaved(steps, x, FLAGS.rounds, FLAGS.calls)
   peak = 2 * 2048 ** 3 / ms.pop("matmul") / 1e6  # GFLOP/s
   lines = [f"float32 2048^2 matmul in this run: {peak:.1f} GFLOP/s", "",
@@ -207,10 +247,10 @@ def run_blocks(x) -> List[str]:
     # [B, D] x [D, kD]-sized matmuls, 2BDkD FLOPs each; x3 with backward.
     matmuls = 2 if style == "rankmixer" else 3
     flops = NUM_BLOCKS * 3 * matmuls * 2 * b * t * d * k * d
-    for implementation in ("dense",) + IMPLEMENTATIONS:
-      step = ms[style, implementation]
+    for formulation in formulations:
+      step = ms[style, formulation]
       lines.append(
-          f"| {style} | {implementation} | {step:.1f} | "
+          f"| {style} | {formulation} | {step:.1f} | "
           f"{ms[style, 'dense'] / step:.2f}x | "
           f"{flops / step / 1e6 / peak:.0%} |")
   return lines

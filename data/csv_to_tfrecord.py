@@ -136,12 +136,14 @@ class _BadField(ValueError):
 
 
 def _quoted_field_re(delimiter: str) -> "re.Pattern":
+  """One field: "quoted" (with "" for a quote) or plain, then a delimiter or
+  the end of the line."""
   d = re.escape(delimiter)
   return re.compile(rf'"((?:[^"]|"")*)"(?={d}|$)|([^"{d}]*)(?={d}|$)')
 
 
-def split_quoted(text: str, delimiter: str, field_re: "re.Pattern"
-                 ) -> List[str]:
+def _split_quoted(text: str, delimiter: str, field_re: "re.Pattern"
+                  ) -> List[str]:
   """Fields of one CSV line (RFC 4180 quoting, no line breaks in fields).
 
   Raises:
@@ -162,8 +164,8 @@ def split_quoted(text: str, delimiter: str, field_re: "re.Pattern"
     pos += len(delimiter)
 
 
-def _split_line(raw: bytes, delimiter: str, field_re
-                ) -> List[str]:
+def _split_line(raw: bytes, delimiter: str,
+                field_re: Optional["re.Pattern"]) -> List[str]:
   """Decodes and splits one line; _BadField names the field at fault."""
   raw = raw.rstrip(b"\n")
   raw = raw[:-1] if raw.endswith(b"\r") else raw
@@ -177,7 +179,7 @@ def _split_line(raw: bytes, delimiter: str, field_re
     raise _BadField(text[:text.index("\0")].count(delimiter),
                     "holds a NUL byte (binary data?)")
   fields = (text.split(delimiter) if field_re is None
-            else split_quoted(text, delimiter, field_re))
+            else _split_quoted(text, delimiter, field_re))
   for index, field in enumerate(fields):
     if len(field) > MAX_CELL_CHARS:
       raise _BadField(index, f"{show(field)} is longer than the "
@@ -185,9 +187,8 @@ def _split_line(raw: bytes, delimiter: str, field_re
   return fields
 
 
-def _numbered_lines(stream, progress, first_line: int
-                    ) -> Iterable[Tuple[int, bytes]]:
-  for line_no, raw in enumerate(stream, start=first_line):
+def _numbered_lines(stream, progress) -> Iterable[Tuple[int, bytes]]:
+  for line_no, raw in enumerate(stream, start=1):
     progress.update(len(raw))
     yield line_no, raw
 
@@ -239,16 +240,11 @@ def convert_delimited(
   field_re = _quoted_field_re(delimiter) if quoting else None
   skipped = 0
 
-  def bad(line_no, message):
-    return records.BadInputError(
-        f"{input_path}, line {line_no}: {message}. (--skip_bad_rows skips "
-        "and counts such rows.)")
-
   with tf.io.gfile.GFile(input_path, "rb") as stream, \
       records.progress_bar(total, f"converting {input_path}") as progress:
-    lines = _numbered_lines(stream, progress, first_line=1)
+    lines = _numbered_lines(stream, progress)
     if columns is None:
-      line_no, header = next(lines, (1, None))
+      _, header = next(lines, (1, None))
       if header is None:
         raise records.BadInputError(f"{input_path}: empty file, expected a "
                                     "header line.")
@@ -294,9 +290,10 @@ def convert_delimited(
           except ValueError as e:
             raise _BadField(index, str(e)) from None
       except _BadField as e:
-        error = bad(line_no, f"column {column(e.index)}: {e}")
+        error = (f"{input_path}, line {line_no}: column {column(e.index)}: "
+                 f"{e}.")
       except ValueError as e:
-        error = bad(line_no, str(e))
+        error = f"{input_path}, line {line_no}: {e}."
       else:
         for (_, name, _), value in zip(wanted, values):
           chunk[name].append(value)
@@ -305,10 +302,11 @@ def convert_delimited(
           chunk = {n: [] for n in parsers}
         continue
       if not skip_bad_rows:
-        raise error
+        raise records.BadInputError(
+            f"{error} (--skip_bad_rows skips and counts such rows.)")
       skipped += 1
       if skipped <= _LOGGED_SKIPS:
-        logging.warning("skipped: %s", str(error).split(" (--skip")[0])
+        logging.warning("skipped: %s", error)
     if chunk[wanted[0][1]]:
       writer.add(chunk)
   if writer.rows == 0:

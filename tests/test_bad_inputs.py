@@ -230,7 +230,8 @@ def _not_a_tfrecord(tmp, data):
   return f"batches={len(list(ds))}"
 
 
-RECORD2 = "error: Feature {feature} must be finite; record {{tmp}}/in.tfrecord:2"
+RECORD2 = ("error: Feature {feature} must be finite; record "
+           "{{tmp}}/in.tfrecord:2")
 
 TFRECORD_CASES = [
     Case("tfrecord_clean", _tfrecord(lambda s, r: s), "batches=1"),

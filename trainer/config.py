@@ -44,7 +44,10 @@ class TrainConfig:
       schema // global_batch_size).
     dense_optimizer, dense_learning_rate: for every non-embedding weight.
     sparse_optimizer, sparse_learning_rate: for the embedding tables.
-    precision: float32, mixed_float16 or mixed_bfloat16.
+    precision: float32, mixed_float16 or mixed_bfloat16 (mixed: that dtype
+      for activations and matmuls; variables, embedding tables and the loss
+      stay float32, and the export computes in float32). bfloat16 pays off
+      only on hardware with bfloat16 matmuls (docs/results.md).
     jit_compile: XLA-compile the model after its embedding lookups (the
       lookups and the sparse optimizer's updates have no XLA kernels).
     seed: seeds TensorFlow and the input shuffle.

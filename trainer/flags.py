@@ -87,7 +87,8 @@ def define_flags() -> None:
   flags.DEFINE_float("sparse_learning_rate", d.sparse_learning_rate,
                      "Embedding learning rate.")
   flags.DEFINE_enum("precision", d.precision, list(config_lib.PRECISIONS),
-                    "Compute precision.")
+                    "Compute precision; mixed_*: activations and matmuls in "
+                    "that dtype, variables, embeddings and loss float32.")
   flags.DEFINE_boolean("jit_compile", d.jit_compile, "XLA-compile the model "
                        "after its embedding lookups.")
   flags.DEFINE_integer("seed", d.seed, "Random seed.")
