@@ -197,6 +197,7 @@ def test_killed_run_resumes_to_the_same_total_steps(data_dir, tmp_path):
     (["--schema={mismatch}"], "dense feature(s) ['not_in_data'] of the "
      "schema are in none of the first"),
     (["--schema={vector_mismatch}"], "does not match the schema"),
+    (["--model_name=../../x"], "model name '../../x' is not allowed"),
     (["--dense_learning_rate=-0.01"],
      "dense_learning_rate must be a positive finite number, got -0.01"),
     (["--sparse_learning_rate=nan"],
@@ -247,7 +248,7 @@ def test_nan_loss_stops_the_run_naming_the_step(tmp_path):
   rows = []
   for i in range(64):
     row = tfexamples.all_kinds_row(i)
-    row["d_raw"] = float("nan")  # poisons every example's dense token
+    row["d_raw"] = 3e38  # finite, but overflows float32 in the first matmul
     rows.append(tfexamples.example(row))
   tfexamples.write_records(str(tmp_path / "train-0.tfrecord"), rows)
   code, out, err = _finish(_train(

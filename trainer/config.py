@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional
 import tensorflow as tf
 
 from rankup_tf import models
+from serving import export as export_lib
 from serving import restore
 from trainer import checks
 
@@ -130,6 +131,7 @@ class TrainConfig:
          "ps_min_shard_bytes must be positive and ps_max_shards >= 0.")
     for name in ("dense_learning_rate", "sparse_learning_rate"):
       checks.check_learning_rate(name, getattr(self, name))
+    export_lib.check_model_name(self.model_name)
 
   def to_dict(self) -> Dict[str, Any]:
     values = dataclasses.asdict(self)

@@ -1,6 +1,7 @@
 """Whole-eval-set evaluation: AUC, logloss, GAUC, calibration per task."""
 
 import json
+import math
 import os
 from typing import Dict, List
 
@@ -36,6 +37,18 @@ def predict(model, dataset: tf.data.Dataset) -> Dict[str, np.ndarray]:
     for key, value in outputs.items():
       columns.setdefault(key, []).append(value.numpy())
   return {k: np.concatenate(v) for k, v in columns.items()}
+
+
+def finite_or_none(value):
+  """`value` with every NaN or infinite float replaced by None, so it dumps
+  as strict JSON (a one-class eval set has no AUC)."""
+  if isinstance(value, dict):
+    return {k: finite_or_none(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [finite_or_none(v) for v in value]
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
 
 
 class Evaluator:
@@ -74,7 +87,8 @@ class Evaluator:
       self._writer.flush()
     with tf.io.gfile.GFile(os.path.join(self.model_dir, METRICS_FILE),
                            "w") as f:
-      json.dump({"final": result, "history": self.history}, f, indent=2)
+      json.dump(finite_or_none({"final": result, "history": self.history}),
+                f, indent=2, allow_nan=False)
     line = "  ".join(f"{t}: auc {v['auc']:.4f} logloss {v['logloss']:.4f}"
                      + (f" gauc {v['gauc']:.4f}" if "gauc" in v else "")
                      for t, v in tasks.items())
