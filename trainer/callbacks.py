@@ -178,21 +178,20 @@ def fault_tolerance(backup_dir: str, checkpoint_dir: str, every_n_steps: int,
 
   The NaN guard comes first: a NaN step stops the run before the backup and
   the checkpoint of that step are written, so a rerun resumes from finite
-  weights. `per_epoch`: ParameterServerStrategy runs no batch-level
+  weights. The throughput comes before the saving callbacks: it measures
+  training steps; the time saves take shows in the run's wall time. `per_epoch`: ParameterServerStrategy runs no batch-level
   callbacks, so all four act at the ends of Keras epochs, which the caller
   makes fall on every `every_n_steps`.
   """
   if per_epoch:
     throughput = EpochThroughput(global_batch_size)
-    return [EpochNaNGuard(every_n_steps),
+    return [EpochNaNGuard(every_n_steps), throughput,
             tf.keras.callbacks.BackupAndRestore(backup_dir,
                                                 save_freq="epoch"),
-            throughput,
             EpochKeptCheckpoints(checkpoint_dir, every_n_steps, keep)
             ], throughput
   throughput = Throughput(global_batch_size)
-  return [NaNGuard(every_n_steps),
+  return [NaNGuard(every_n_steps), throughput,
           tf.keras.callbacks.BackupAndRestore(backup_dir,
                                               save_freq=every_n_steps),
-          throughput,
           KeptCheckpoints(checkpoint_dir, every_n_steps, keep)], throughput

@@ -208,15 +208,19 @@ class RankingModel(tfrs.Model):
     """Floating-point ops of one forward pass for one example.
 
     Counted by TensorFlow's profiler on the frozen inference graph at batch
-    1 (matmuls as 2 per multiply-add, element-wise ops as 1 per element;
-    embedding lookups count 0).
+    1 (matmuls as 2 per multiply-add, element-wise ops as 1 per element)
+    of everything after the embedding lookups, which count 0: the graph
+    takes the looked-up views as inputs, so freezing it never copies the
+    embedding tables.
     """
     placeholder = features_lib.placeholder_features(self.schema, 1)
+    views = self.embedding(placeholder)
     # The plain (not XLA-compiled) interaction: the profiler cannot see
     # inside an XLA cluster.
-    function = tf.function(lambda f: self.interact(
-        self.embedding(f), self.dense_inputs(f), training=False))
-    concrete = function.get_concrete_function(placeholder)
+    function = tf.function(lambda views, dense: self.interact(
+        views, dense, training=False))
+    concrete = function.get_concrete_function(
+        views, self.dense_inputs(placeholder))
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     with _quiet_stdio():  # the v1 profiler prints warnings we cannot act on
