@@ -33,7 +33,7 @@ Kubernetes names of serving.config, and must be safe as all three.
 import os
 import re
 import uuid
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -147,17 +147,28 @@ def warmup_requests(schema: schema_lib.Schema, model_name: str,
 def export_saved_model(model: tf.keras.Model, schema: schema_lib.Schema,
                        export_base: str, model_name: str,
                        warmup_examples: Sequence[bytes],
-                       version: Optional[int] = None) -> str:
+                       version: Optional[int] = None,
+                       validate: Optional[Callable[[str], None]] = None
+                       ) -> str:
   """Writes a new version atomically; returns its folder.
+
+  The version is written under a hidden temporary name, checked (core ops
+  only, then `validate(temporary_folder)` when given, which raises to
+  refuse it) and only then renamed to its number, the only name TF Serving
+  loads. Temporary folders that killed exports left behind are removed
+  first.
 
   Raises:
     op_check.NonCoreOpError: the graph needs ops TF Serving lacks (nothing
       is left under the version's name).
     FileExistsError: `version` already exists.
     ValueError: an unsafe model name (see `check_model_name`).
+    Whatever `validate` raises (nothing is left under the version's name).
   """
   model_base = os.path.join(export_base, check_model_name(model_name))
   tf.io.gfile.makedirs(model_base)
+  for leftover in tf.io.gfile.glob(os.path.join(model_base, ".tmp-*")):
+    tf.io.gfile.rmtree(leftover)
   version = version or next_version(model_base)
   final = os.path.join(model_base, str(version))
   if tf.io.gfile.exists(final):
@@ -175,6 +186,8 @@ def export_saved_model(model: tf.keras.Model, schema: schema_lib.Schema,
       for log in warmup_requests(schema, model_name, warmup_examples):
         writer.write(log.SerializeToString())
     op_check.check_export(temporary)
+    if validate is not None:
+      validate(temporary)
     tf.io.gfile.rename(temporary, final)
   except BaseException:
     if tf.io.gfile.exists(temporary):

@@ -234,6 +234,32 @@ def test_failed_export_leaves_nothing_behind(trained, tmp_path, monkeypatch):
   assert os.listdir(tmp_path / "rankup") == []
 
 
+def test_an_export_is_validated_before_it_gets_its_version(trained,
+                                                           tmp_path):
+  """A refused validation leaves no version; a killed export's leftover
+  temporary folder is removed by the next export."""
+  seen = []
+
+  def refuse(path):
+    seen.append(os.path.basename(path))
+    assert os.path.exists(os.path.join(path, "saved_model.pb"))
+    assert not os.path.exists(tmp_path / "rankup" / "1")  # not visible yet
+    raise RuntimeError("validation failed")
+
+  with pytest.raises(RuntimeError, match="validation failed"):
+    export_lib.export_saved_model(trained["model"], trained["schema"],
+                                  str(tmp_path), "rankup",
+                                  trained["examples"][:1], validate=refuse)
+  assert seen and seen[0].startswith(".tmp-1-")
+  assert os.listdir(tmp_path / "rankup") == []
+  (tmp_path / "rankup" / ".tmp-1-killed").mkdir()  # a killed export's
+  path = export_lib.export_saved_model(
+      trained["model"], trained["schema"], str(tmp_path), "rankup",
+      trained["examples"][:1], validate=lambda path: None)
+  assert path.endswith("rankup/1")
+  assert os.listdir(tmp_path / "rankup") == ["1"]
+
+
 def test_op_check_rejects_a_non_core_op(export_base, tmp_path):
   saved = op_check.read_saved_model(f"{export_base}/rankup/1")
   ops = op_check.graph_ops(saved)

@@ -196,8 +196,8 @@ def _check_same_predictions(trained, final_model, config, schema) -> None:
                    if config.skip_bad_records else None))))
   expected = trained(features, training=False)
   actual = final_model(features, training=False)
-  # Mixed precision computes in 16 bits (bfloat16 keeps 8 significant
-  # bits), and kernels may differ between a strategy's copy and this one.
+  # A mixed-precision model computed in 16 bits (bfloat16 keeps 8
+  # significant bits); the restored one computes in float32.
   tolerance = 1e-4 if config.precision == "float32" else 2e-2
   for task in schema.task_names:
     difference = float(tf.reduce_max(tf.abs(
@@ -346,15 +346,17 @@ def run(config: config_lib.TrainConfig,
     return {"model": config.model, "steps": plan["total"], "chief": False}
   # The final checkpoint in a model outside any strategy: what is exported,
   # one ordinary model whatever the strategy (sharded tables gathered).
-  with _precision(config.precision):
-    final_model, _ = restore.model_from_model_dir(config.model_dir)
+  # In float32 whatever the training precision: serving CPUs may lack fast
+  # 16-bit matmuls, and the weights are float32 anyway.
+  final_model, _ = restore.model_from_model_dir(config.model_dir)
   _check_same_predictions(model, final_model, config, schema)
   export_path = None
   if config.export_dir:
+    # Validated in a fresh process before it gets its version number.
     export_path = export_lib.export_saved_model(
         final_model, schema, config.export_dir, config.model_name,
-        export_lib.read_examples(config.eval_files or config.train_files, 8))
-    _validate_export(export_path, config)
+        export_lib.read_examples(config.eval_files or config.train_files, 8),
+        validate=lambda path: _validate_export(path, config))
   summary = _summary(config, final_model, strategy, plan, throughput, wall,
                      eval_result, export_path)
   summary["embedding_shards"] = _shard_layout(model)
