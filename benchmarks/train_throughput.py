@@ -4,8 +4,9 @@ r"""Training throughput of the default RankUp: 1 vs 2 devices, XLA or not.
         --train_steps=120
 
 Runs `trainer.train` (default RankUp config) four times, each in its own
-process, all with the same global batch and steps:
-1 and 2 logical CPU devices (--strategy=mirrored --num_logical_cpus=N),
+process, all with the same global batch and steps: one device
+(--strategy=auto: no strategy) and 2 logical CPU devices
+(--strategy=mirrored --num_logical_cpus=2),
 each with and without --jit_compile, and prints the trainer's measured
 training examples/second (first step excluded) and ratios to the first
 configuration. Logical CPU devices share this machine's cores: 2 devices
@@ -38,7 +39,8 @@ def measure(devices: int, jit: bool, work_dir: str) -> float:
       f"--schema={FLAGS.data_dir}/schema.json", f"--model_dir={model_dir}",
       f"--train_steps={FLAGS.train_steps}",
       f"--global_batch_size={FLAGS.global_batch_size}",
-      "--strategy=mirrored", f"--num_logical_cpus={devices}",
+      *(["--strategy=mirrored", f"--num_logical_cpus={devices}"]
+        if devices > 1 else ["--strategy=auto"]),
       f"--checkpoint_every_n_steps={FLAGS.train_steps}",
       f"--{'' if jit else 'no'}jit_compile"]
   result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
