@@ -38,7 +38,8 @@ test-load: install
 	@pids=""; for i in 1 2; do \
 	  timeout $(LOAD_SECONDS) $(PY) -c "while True: pass" & pids="$$pids $$!"; \
 	done; \
-	$(PY) -m pytest -q tests/test_serving.py tests/test_trainer.py; \
+	$(PY) -m pytest -q tests/test_serving.py tests/test_trainer.py \
+	  tests/test_parameter_server.py; \
 	status=$$?; kill $$pids 2>/dev/null; exit $$status
 
 clean:
