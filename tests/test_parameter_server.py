@@ -83,7 +83,7 @@ def test_local_cluster_trains_shards_tables_survives_a_worker_and_exports(
   summary = json.load(open(model_dir / "summary.json"))
   assert summary["steps"] == 60
   shards = summary["embedding_shards"]
-  assert len(shards) >= 3  # every view's table
+  assert len(shards) >= 2  # every table (views 0 and 1 share one)
   for table, parts in shards.items():
     # Every table is cut in two, one part on each parameter server.
     assert sorted(re.search(r"/job:ps/.*task:(\d)", device).group(1)
@@ -163,6 +163,6 @@ def test_checkpoint_restores_into_another_number_of_parameter_servers(
       timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   tables = json.loads(result.stdout.split("RESULT ")[1])
-  assert len(tables) >= 3
+  assert len(tables) >= 2
   for name, table in tables.items():
     assert table == {"shards": 3, "same": True}, name
