@@ -2,8 +2,10 @@
 bad flags."""
 
 import ast
+import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -197,11 +199,6 @@ def test_killed_run_resumes_to_the_same_total_steps(data_dir, tmp_path):
     (["--schema={mismatch}"], "dense feature(s) ['not_in_data'] of the "
      "schema are in none of the first"),
     (["--schema={vector_mismatch}"], "does not match the schema"),
-    (["--model_name=../../x"], "model name '../../x' is not allowed"),
-    (["--dense_learning_rate=-0.01"],
-     "dense_learning_rate must be a positive finite number, got -0.01"),
-    (["--sparse_learning_rate=nan"],
-     "sparse_learning_rate must be a positive finite number, got nan"),
     (["--loss_weights=click"], "--loss_weights entry 'click' is not "
      "task=weight"),
 ])
@@ -224,6 +221,23 @@ def test_bad_flags_exit_nonzero_with_a_clear_message(data_dir, tmp_path,
   assert code != 0
   assert message in err, err[-2000:]
   assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(dense_learning_rate=-0.01),
+     "dense_learning_rate must be a positive finite number, got -0.01"),
+    (dict(sparse_learning_rate=float("nan")),
+     "sparse_learning_rate must be a positive finite number, got nan"),
+    (dict(model_name="../../x"), "model name '../../x' is not allowed"),
+    (dict(strategy="parameter_server", ps_min_shard_bytes=0),
+     "ps_min_shard_bytes must be positive"),
+])
+def test_bad_settings_are_refused_by_name(setting, message):
+  """Checked by TrainConfig itself, so flags, config files and code all
+  get them (the CLI's one-line error path is tested above)."""
+  with pytest.raises(ValueError, match=re.escape(message)):
+    config_lib.TrainConfig(train_files="t", schema="s", model_dir="m",
+                           **setting)
 
 
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
@@ -310,18 +324,21 @@ def test_a_nan_step_never_reaches_a_backup_or_checkpoint(tmp_path):
       "model/optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE") == 2
 
 
-def test_rerun_of_a_finished_run_exports_without_training_again(data_dir,
-                                                                tmp_path):
-  flags = _flags(data_dir, tmp_path / "run", "--train_steps=6",
-                 "--checkpoint_every_n_steps=3")
-  code, _, err = _finish(_train(*flags))
-  assert code == 0, err[-3000:]
-  # Say its export was killed: the same command with the export dir.
-  code, out, err = _finish(_train(*flags,
-                                  f"--export_dir={tmp_path / 'export'}"))
-  assert code == 0, err[-3000:]
-  assert "Training already finished" in out
-  summary = json.load(open(tmp_path / "run" / "summary.json"))
+def test_rerun_of_a_finished_run_exports_without_training_again(
+    data_dir, tmp_path, capsys):
+  config = config_lib.TrainConfig(
+      train_files=f"{data_dir}/train-*", schema=f"{data_dir}/small.json",
+      model_dir=str(tmp_path / "run"), global_batch_size=256,
+      train_steps=6, checkpoint_every_n_steps=3,
+      model_config=models.RankUpConfig(num_tokens=8, token_dim=16,
+                                       embedding_dim=4, tower_units=(8,),
+                                       ffn_expansion=1))
+  assert train.run(config)["steps_run_by_this_process"] == 6
+  # Say its export was killed: the same run with the export dir.
+  capsys.readouterr()
+  summary = train.run(dataclasses.replace(
+      config, export_dir=str(tmp_path / "export")))
+  assert "Training already finished" in capsys.readouterr().out
   assert summary["steps_run_by_this_process"] == 0
   assert summary["train_examples_per_sec"] is None
   assert os.listdir(tmp_path / "export" / "rankup") == ["1"]
