@@ -179,9 +179,10 @@ def fault_tolerance(backup_dir: str, checkpoint_dir: str, every_n_steps: int,
   The NaN guard comes first: a NaN step stops the run before the backup and
   the checkpoint of that step are written, so a rerun resumes from finite
   weights. The throughput comes before the saving callbacks: it measures
-  training steps; the time saves take shows in the run's wall time. `per_epoch`: ParameterServerStrategy runs no batch-level
-  callbacks, so all four act at the ends of Keras epochs, which the caller
-  makes fall on every `every_n_steps`.
+  training steps; the time saves take shows in the run's wall time.
+  `per_epoch`: ParameterServerStrategy runs no batch-level callbacks, so
+  all four act at the ends of Keras epochs, which the caller makes fall on
+  every `every_n_steps`.
   """
   if per_epoch:
     throughput = EpochThroughput(global_batch_size)
