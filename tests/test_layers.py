@@ -86,14 +86,17 @@ def test_gelu_training_gradient_matches_autodiff_of_tf_gelu():
 
 
 def _ffn_pair(kind, implementation, **kwargs):
-  if kind == "moe":
-    return layers.SparseMoEFFN(3, 2, implementation=implementation, **kwargs)
+  if kind.startswith("moe"):
+    activation = "swiglu" if kind == "moe_swiglu" else "gelu"
+    return layers.SparseMoEFFN(3, 2, implementation=implementation,
+                               activation=activation, **kwargs)
   if kind == "rankup_block":
     return layers.RankUpBlock(2, implementation=implementation, **kwargs)
   return layers.PerTokenFFN(2, kind, implementation=implementation, **kwargs)
 
 
-@pytest.mark.parametrize("kind", ["gelu", "swiglu", "moe", "rankup_block"])
+@pytest.mark.parametrize("kind", ["gelu", "swiglu", "moe", "moe_swiglu",
+                                  "rankup_block"])
 def test_implementations_share_checkpoints_outputs_and_gradients(kind,
                                                                  tmp_path):
   x = tf.constant(np.random.default_rng(6).normal(size=(5, 4, 8)),
@@ -119,7 +122,7 @@ def test_implementations_share_checkpoints_outputs_and_gradients(kind,
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
         results[0], results[1])
   # The training GELU (own gradient) computes what inference's does.
-  if kind != "moe":  # the MoE mixes with another router when training
+  if not kind.startswith("moe"):  # the MoE trains with another router
     np.testing.assert_allclose(unstacked(x, training=True),
                                batched(x, training=False), rtol=1e-5,
                                atol=1e-6)
@@ -240,6 +243,7 @@ def _all_layers():
       (layers.PerTokenFFN(2, "gelu", implementation="batched"), tokens),
       (layers.SparseMoEFFN(3, 2), tokens),
       (layers.SparseMoEFFN(3, 2, implementation="batched"), tokens),
+      (layers.SparseMoEFFN(3, 2, activation="swiglu"), tokens),
       (layers.RankMixerBlock(2), tokens),
       (layers.RankUpBlock(2), tokens),
       (layers.TaskTowers(["p", "q"], [4], use_task_tokens=True), tokens),
@@ -321,6 +325,45 @@ def test_sparse_moe_trains_with_penalty_and_infers_with_its_router():
   moe.inference_router.assign(moe.train_router)
   np.testing.assert_allclose(moe(x, training=False), train_out, rtol=1e-5,
                              atol=1e-6)
+
+
+@pytest.mark.parametrize("implementation", ["batched", "unstacked"])
+def test_sparse_moe_swiglu_experts_follow_the_swiglu_equation(implementation):
+  x = np.random.default_rng(7).normal(size=(5, 2, 8)).astype(np.float32)
+  moe = layers.SparseMoEFFN(3, 2, activation="swiglu",
+                            implementation=implementation)
+  got = moe(x, training=False).numpy()
+  w = {v.name.split("/")[-1].split(":")[0]: v.numpy() for v in moe.weights}
+  # T*E = 6 SwiGLU experts: W1 and the gate W2 [D, kD], W3 [kD, D].
+  assert {k: v.shape for k, v in w.items()} == {
+      "w1": (6, 8, 16), "w2": (6, 8, 16), "w3": (6, 16, 8),
+      "train_router": (2, 8, 3), "inference_router": (2, 8, 3)}
+  for t in range(2):
+    s = x[:, t]
+    gates = np.maximum(s @ w["inference_router"][t], 0.0)
+    want = sum(gates[:, [e]] * ((_np_silu(s @ w["w1"][3 * t + e])
+                                 * (s @ w["w2"][3 * t + e]))
+                                @ w["w3"][3 * t + e]) for e in range(3))
+    np.testing.assert_allclose(got[:, t], want, rtol=1e-4, atol=1e-5)
+
+
+def test_moe_in_a_rankup_block_has_swiglu_experts():
+  """A block's MoE experts use the block's FFN activation."""
+  x = tf.random.normal([4, 2, 8])
+  rankup = layers.RankUpBlock(2, num_experts=3)
+  rankup(x)
+  assert rankup.ffn.activation == "swiglu"
+  assert rankup.ffn.w3.shape == (6, 16, 8)
+  gelu_moe = layers.SparseMoEFFN(3, 2, activation="gelu")
+  gelu_moe(x)
+  # Same first matrix and routers, GELU instead of the SwiGLU gate.
+  gelu_moe.w1.assign(rankup.ffn.w1)
+  gelu_moe.inference_router.assign(rankup.ffn.inference_router)
+  assert not np.allclose(gelu_moe(x), rankup.ffn(x))
+  assert layers.RankMixerBlock(2, num_experts=3).ffn.activation == "gelu"
+  with pytest.raises(ValueError, match="SparseMoEFFN: unknown activation "
+                     "'relu'"):
+    layers.SparseMoEFFN(activation="relu")
 
 
 def test_multi_embedding_rejects_no_views_and_unknown_fields():

@@ -30,6 +30,21 @@ def per_token_uniform(fan_in: int, fan_out: int):
   return tf.keras.initializers.RandomUniform(-limit, limit)
 
 
+def kernel_regularizer(kernel_l2: float):
+  """The L2 regularizer kernel_l2 * sum(w^2) of a kernel, or None for 0 (no
+  layer loss at all, so the unregularized model is unchanged)."""
+  if kernel_l2 < 0:
+    raise ValueError(f"kernel_l2 must be >= 0, got {kernel_l2}.")
+  return tf.keras.regularizers.L2(kernel_l2) if kernel_l2 else None
+
+
+def maybe_dropout(rate: float, name: Optional[str] = None):
+  """A Dropout layer of `rate`, or None for 0 (no layer, no op)."""
+  if not 0 <= rate < 1:
+    raise ValueError(f"dropout rate must be in [0, 1), got {rate}.")
+  return tf.keras.layers.Dropout(rate, name=name) if rate else None
+
+
 def static_dims(input_shape, layer, expected: str = "tokens shaped [B, T, D]"
                 ) -> Tuple[int, int]:
   """The two known trailing dims of a rank-3 input, or a ValueError that
@@ -168,10 +183,13 @@ class PerTokenFFN(tf.keras.layers.Layer):
       "unstacked": T 2-D matmuls on slices of the weight (bias and
       activation fuse into them on CPU). "auto": unstacked on CPU, batched
       where a GPU is visible (see `resolve_implementation`).
+    kernel_l2: L2 coefficient on the weight matrices (not the biases), a
+      layer loss kernel_l2 * sum(w^2).
   """
 
   def __init__(self, expansion: int = 4, activation: str = "gelu",
-               implementation: str = "auto", **kwargs):
+               implementation: str = "auto", kernel_l2: float = 0.0,
+               **kwargs):
     super().__init__(**kwargs)
     if activation not in FFN_ACTIVATIONS:
       raise ValueError(f"PerTokenFFN: unknown activation {activation!r}; "
@@ -183,49 +201,31 @@ class PerTokenFFN(tf.keras.layers.Layer):
     self.activation = activation
     self.implementation = implementation
     self._implementation = resolve_implementation(implementation)
+    self.kernel_l2 = kernel_l2
+    self._regularizer = kernel_regularizer(kernel_l2)
 
   def build(self, input_shape):
     t, d = static_dims(input_shape, self)
-    h = self.expansion * d
     self._t = t
-    self.w1 = self.add_weight("w1", [t, d, h],
-                              initializer=per_token_uniform(d, h))
-    if self.activation == "gelu":
-      self.b1 = self.add_weight("b1", [t, 1, h], initializer="zeros")
-      self.w2 = self.add_weight("w2", [t, h, d],
-                                initializer=per_token_uniform(h, d))
-      self.b2 = self.add_weight("b2", [t, 1, d], initializer="zeros")
-      self._ffn_weights = [self.w1, self.b1, self.w2, self.b2]
-    else:
-      self.w2 = self.add_weight("w2", [t, d, h],
-                                initializer=per_token_uniform(d, h))
-      self.w3 = self.add_weight("w3", [t, h, d],
-                                initializer=per_token_uniform(h, d))
-      self._ffn_weights = [self.w1, self.w2, self.w3]
+    self._ffn_weights = _add_ffn_weights(self, self.activation, t, d,
+                                         self.expansion * d,
+                                         self._regularizer)
     super().build(input_shape)
 
   def call(self, tokens: tf.Tensor, training=None) -> tf.Tensor:
     if self._implementation == "batched":
       x = tf.transpose(tokens, [1, 0, 2])  # [T, B, D]
-      return tf.transpose(self._ffn(x, self._ffn_weights, training),
-                          [1, 0, 2])
+      return tf.transpose(
+          _ffn(self.activation, x, self._ffn_weights, training), [1, 0, 2])
     per_token = zip(*[_per_token(w, self._t) for w in self._ffn_weights])
-    return tf.stack([self._ffn(x, weights, training) for x, weights in
-                     zip(tf.unstack(tokens, axis=1), per_token)], axis=1)
-
-  def _ffn(self, x, weights, training):
-    """One FFN on [B, D] (unstacked) or all T on [T, B, D] (batched)."""
-    if self.activation == "gelu":
-      w1, b1, w2, b2 = weights
-      hidden = gelu(_add_bias(tf.matmul(x, w1), b1), training)
-      return _add_bias(tf.matmul(hidden, w2), b2)
-    w1, w2, w3 = weights
-    return tf.matmul(swiglu(tf.matmul(x, w1), tf.matmul(x, w2)), w3)
+    return tf.stack([_ffn(self.activation, x, weights, training)
+                     for x, weights in zip(tf.unstack(tokens, axis=1),
+                                           per_token)], axis=1)
 
   def get_config(self):
     return dict(super().get_config(), expansion=self.expansion,
                 activation=self.activation,
-                implementation=self.implementation)
+                implementation=self.implementation, kernel_l2=self.kernel_l2)
 
 
 def _add_bias(x: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
@@ -233,11 +233,46 @@ def _add_bias(x: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
   return tf.nn.bias_add(x, bias) if bias.shape.rank == 1 else x + bias
 
 
+def _add_ffn_weights(layer, activation: str, n: int, d: int, h: int,
+                     regularizer=None) -> list:
+  """Adds the weights of n FFNs D -> h -> D (n = T tokens, or T*E experts)
+  to `layer`, as attributes and in this order: gelu w1, b1, w2, b2; swiglu
+  w1, w2 (gate), w3, with `regularizer` on the matrices. Returns them in
+  that order."""
+  specs = {"gelu": [("w1", [n, d, h]), ("b1", [n, 1, h]),
+                    ("w2", [n, h, d]), ("b2", [n, 1, d])],
+           "swiglu": [("w1", [n, d, h]), ("w2", [n, d, h]),
+                      ("w3", [n, h, d])]}[activation]
+  weights = []
+  for name, shape in specs:
+    bias = name.startswith("b")
+    weight = layer.add_weight(
+        name, shape,
+        initializer="zeros" if bias else per_token_uniform(shape[1],
+                                                           shape[2]),
+        regularizer=None if bias else regularizer)
+    setattr(layer, name, weight)
+    weights.append(weight)
+  return weights
+
+
+def _ffn(activation: str, x: tf.Tensor, weights, training) -> tf.Tensor:
+  """One FFN on [B, D] with unstacked weights, or n on [n, B, D] with the
+  stacked weights of `_add_ffn_weights`."""
+  if activation == "gelu":
+    w1, b1, w2, b2 = weights
+    hidden = gelu(_add_bias(tf.matmul(x, w1), b1), training)
+    return _add_bias(tf.matmul(hidden, w2), b2)
+  w1, w2, w3 = weights
+  return tf.matmul(swiglu(tf.matmul(x, w1), tf.matmul(x, w2)), w3)
+
+
 @tf.keras.utils.register_keras_serializable("rankup_tf")
 class SparseMoEFFN(tf.keras.layers.Layer):
   """Per-token sparse mixture of experts with ReLU routing (RankMixer).
 
-  Token t has E experts (GELU FFNs of width kD) and routers:
+  Token t has E experts (FFNs of width kD, GELU or SwiGLU as in
+  `PerTokenFFN`) and routers:
 
       y_t = sum_e G_e(s_t) * expert_{t,e}(s_t),   G = ReLU(router_t(s_t))
 
@@ -263,35 +298,43 @@ class SparseMoEFFN(tf.keras.layers.Layer):
     l1_penalty: weight of the inference router's L1 gate penalty.
     implementation: "auto", "batched" or "unstacked", as in `PerTokenFFN`
       (same weights whichever runs).
+    activation: the experts' FFN, "gelu" or "swiglu" (a RankUp block's MoE
+      has SwiGLU experts).
+    kernel_l2: L2 coefficient on the experts' weight matrices and both
+      routers (not the biases), a layer loss kernel_l2 * sum(w^2).
   """
 
   def __init__(self, num_experts: int = 4, expansion: int = 4,
                l1_penalty: float = 1e-3, implementation: str = "auto",
-               **kwargs):
+               activation: str = "gelu", kernel_l2: float = 0.0, **kwargs):
     super().__init__(**kwargs)
     if num_experts < 1:
       raise ValueError(f"SparseMoEFFN: num_experts must be >= 1, got "
                        f"{num_experts}.")
+    if activation not in FFN_ACTIVATIONS:
+      raise ValueError(f"SparseMoEFFN: unknown activation {activation!r}; "
+                       f"expected one of {FFN_ACTIVATIONS}.")
     self.num_experts = num_experts
+    self.activation = activation
     self.expansion = expansion
     self.l1_penalty = l1_penalty
     self.implementation = implementation
     self._implementation = resolve_implementation(implementation)
+    self.kernel_l2 = kernel_l2
+    self._regularizer = kernel_regularizer(kernel_l2)
 
   def build(self, input_shape):
     t, d = static_dims(input_shape, self)
     e, h = self.num_experts, self.expansion * d
     self._t, self._d = t, d
-    self.w1 = self.add_weight("w1", [t * e, d, h],
-                              initializer=per_token_uniform(d, h))
-    self.b1 = self.add_weight("b1", [t * e, 1, h], initializer="zeros")
-    self.w2 = self.add_weight("w2", [t * e, h, d],
-                              initializer=per_token_uniform(h, d))
-    self.b2 = self.add_weight("b2", [t * e, 1, d], initializer="zeros")
+    self._expert_weights = _add_ffn_weights(self, self.activation, t * e, d,
+                                            h, self._regularizer)
     self.train_router = self.add_weight(
-        "train_router", [t, d, e], initializer=per_token_uniform(d, e))
+        "train_router", [t, d, e], initializer=per_token_uniform(d, e),
+        regularizer=self._regularizer)
     self.inference_router = self.add_weight(
-        "inference_router", [t, d, e], initializer=per_token_uniform(d, e))
+        "inference_router", [t, d, e], initializer=per_token_uniform(d, e),
+        regularizer=self._regularizer)
     super().build(input_shape)
 
   def call(self, tokens: tf.Tensor, training=None) -> tf.Tensor:
@@ -319,10 +362,9 @@ class SparseMoEFFN(tf.keras.layers.Layer):
     # Every expert of token t sees token t: [T*E, B, D].
     expert_in = tf.reshape(tf.repeat(x[:, tf.newaxis], e, axis=1),
                            [t * e, batch, self._d])
-    hidden = gelu(_add_bias(tf.matmul(expert_in, self.w1), self.b1),
-                  training)
-    experts = tf.reshape(_add_bias(tf.matmul(hidden, self.w2), self.b2),
-                         [t, e, batch, self._d])
+    experts = tf.reshape(
+        _ffn(self.activation, expert_in, self._expert_weights, training),
+        [t, e, batch, self._d])
     mixes = []
     for router in routers:
       gates = tf.nn.relu(tf.matmul(x, router))  # [T, B, E]
@@ -335,15 +377,13 @@ class SparseMoEFFN(tf.keras.layers.Layer):
   def _unstacked(self, tokens, routers, training):
     """As `_batched`, from 2-D matmuls on slices of the same weights."""
     t, e = self._t, self.num_experts
-    w1, b1, w2, b2 = [_per_token(w, t * e)
-                      for w in (self.w1, self.b1, self.w2, self.b2)]
+    per_expert = list(zip(*[_per_token(w, t * e)
+                            for w in self._expert_weights]))
     per_router = [_per_token(r, t) for r in routers]
     ys, gates = [[] for _ in routers], [[] for _ in routers]
     for i, x in enumerate(tf.unstack(tokens, axis=1)):
-      experts = []
-      for j in range(i * e, (i + 1) * e):
-        hidden = gelu(_add_bias(tf.matmul(x, w1[j]), b1[j]), training)
-        experts.append(_add_bias(tf.matmul(hidden, w2[j]), b2[j]))
+      experts = [_ffn(self.activation, x, per_expert[j], training)
+                 for j in range(i * e, (i + 1) * e)]
       for r, router in enumerate(per_router):
         g = tf.nn.relu(tf.matmul(x, router[i]))  # [B, E]
         ys[r].append(tf.add_n([g[:, k, tf.newaxis] * experts[k]
@@ -355,14 +395,16 @@ class SparseMoEFFN(tf.keras.layers.Layer):
   def get_config(self):
     return dict(super().get_config(), num_experts=self.num_experts,
                 expansion=self.expansion, l1_penalty=self.l1_penalty,
-                implementation=self.implementation)
+                implementation=self.implementation,
+                activation=self.activation, kernel_l2=self.kernel_l2)
 
 
 def _make_ffn(expansion, activation, num_experts, moe_l1_penalty,
               implementation, name):
   if num_experts:
     return SparseMoEFFN(num_experts, expansion, moe_l1_penalty,
-                        implementation=implementation, name=name)
+                        implementation=implementation, activation=activation,
+                        name=name)
   return PerTokenFFN(expansion, activation, implementation=implementation,
                      name=name)
 

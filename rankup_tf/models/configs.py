@@ -6,6 +6,7 @@ these; nothing below reads flags.
 
 import dataclasses
 import json
+import math
 from typing import Any, Dict, Tuple, Type
 
 
@@ -17,10 +18,37 @@ class ModelConfig:
     embedding_dim: d, the dim of every embedding view.
     tower_units: hidden units of each task tower (then a logit).
     loss_weights: task name -> loss weight (missing tasks weigh 1.0).
+    dropout: dropout rate in [0, 1) of the token blocks (after token mixing
+      and after the per-token FFN, before each residual add), the task
+      towers' hidden layers and the baselines' MLP hidden layers; training
+      only. 0 adds no dropout layer.
+    dense_l2: L2 coefficient on every dense kernel (Dense and per-token
+      weight matrices, MoE routers; not biases, LayerNorms, task tokens or
+      embeddings): dense_l2 * sum of squared entries, added to the
+      training loss once per step (independent of the batch size).
+    embedding_l2: L2 coefficient on the embedding rows a batch looks up:
+      embedding_l2 * (sum of the squared looked-up values) / batch size,
+      added to the training loss. Rows not looked up get no gradient, so
+      the tables' gradients stay sparse.
+    embedding_init_scale: multiplier (>= 0) on the embedding initializer's
+      stddev 1/sqrt(d); 0 gives all-zero tables.
   """
   embedding_dim: int = 16
   tower_units: Tuple[int, ...] = (64,)
   loss_weights: Dict[str, float] = dataclasses.field(default_factory=dict)
+  dropout: float = 0.0
+  dense_l2: float = 0.0
+  embedding_l2: float = 0.0
+  embedding_init_scale: float = 1.0
+
+  def __post_init__(self):
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+    for name in ("dense_l2", "embedding_l2", "embedding_init_scale"):
+      value = getattr(self, name)
+      if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"{name} must be a finite number >= 0, got "
+                         f"{value}.")
 
   def to_dict(self) -> Dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v)
@@ -67,7 +95,8 @@ class RankUpConfig(ModelConfig):
     task_tokens: one learned token per task, read by its task tower.
     block: "rankup" (pre-LN, SwiGLU) or "rankmixer" (post-LN, GELU).
     ffn_activation: "swiglu" or "gelu"; empty picks the block's own.
-    num_experts: 0 for a per-token FFN, E > 0 for a sparse MoE FFN.
+    num_experts: 0 for a per-token FFN, E > 0 for a sparse MoE FFN (its
+      experts use the block's FFN activation).
     moe_l1_penalty: lambda of the MoE gate penalty.
   """
   num_tokens: int = 16
@@ -110,7 +139,9 @@ class RankMixerConfig(ModelConfig):
         split="semantic", global_token=False, cross_tokens=False,
         dense_token=self.dense_token, task_tokens=False, block="rankmixer",
         ffn_activation="gelu", num_experts=self.num_experts,
-        moe_l1_penalty=self.moe_l1_penalty)
+        moe_l1_penalty=self.moe_l1_penalty, dropout=self.dropout,
+        dense_l2=self.dense_l2, embedding_l2=self.embedding_l2,
+        embedding_init_scale=self.embedding_init_scale)
 
 
 @dataclasses.dataclass(frozen=True)
