@@ -233,6 +233,7 @@ def _all_layers():
       (layers.OrderedSplit(2, 8), view),
       (layers.GlobalToken(8, "mlp", hidden_units=[6]), view),
       (layers.GlobalToken(8, "fm"), view),
+      (layers.GlobalToken(8, "fwfm"), view),
       (layers.GlobalToken(8, "dcn"), view),
       (layers.CrossedPretrainedToken(8), [(vec, vec * 2)]),
       (layers.DenseToken(8), vec),
@@ -364,6 +365,27 @@ def test_moe_in_a_rankup_block_has_swiglu_experts():
   with pytest.raises(ValueError, match="SparseMoEFFN: unknown activation "
                      "'relu'"):
     layers.SparseMoEFFN(activation="relu")
+
+
+def test_fwfm_global_token_weights_every_field_pair():
+  e = np.random.default_rng(8).normal(size=(5, 4, 3)).astype(np.float32)
+  fm = layers.GlobalToken(6, "fm")
+  fwfm = layers.GlobalToken(6, "fwfm")
+  fm(e), fwfm(e)
+  assert fwfm.pair_weights.shape == (6,)  # M(M-1)/2 pairs
+  fwfm._project.set_weights(fm._project.get_weights())
+  # All r_ij = 1 at initialization: FwFM starts as FM.
+  np.testing.assert_allclose(fwfm(e), fm(e), rtol=1e-5, atol=1e-5)
+  r = np.arange(1.0, 7.0, dtype=np.float32)
+  fwfm.pair_weights.assign(r)
+  kernel, bias = fwfm._project.get_weights()
+  pairs = [(i, j) for i in range(4) for j in range(i + 1, 4)]
+  pooled = sum(w * e[:, i] * e[:, j] for w, (i, j) in zip(r, pairs))
+  np.testing.assert_allclose(fwfm(e)[:, 0], pooled @ kernel + bias,
+                             rtol=1e-4, atol=1e-5)
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(tf.square(fwfm(e)))
+  assert np.all(tape.gradient(loss, fwfm.pair_weights).numpy() != 0)
 
 
 def test_multi_embedding_rejects_no_views_and_unknown_fields():

@@ -49,6 +49,8 @@ LADDER = {
         split="ordered", **SMALL)),
     "rankup_dcn": ("rankup", models.RankUpConfig(
         num_tokens=8, token_dim=16, global_token_func="dcn", **SMALL)),
+    "rankup_fwfm": ("rankup", models.RankUpConfig(
+        num_tokens=8, token_dim=16, global_token_func="fwfm", **SMALL)),
     "dcnv2": ("dcnv2", models.DCNv2Config(deep_units=(16,), **SMALL)),
     "dlrm": ("dlrm", models.DLRMConfig(top_units=(16,), **SMALL)),
     "dnn": ("dnn", models.DNNConfig(hidden_units=(16,), **SMALL)),
@@ -119,7 +121,7 @@ def test_gradients_reach_every_view_and_weight(schema, batch):
      "asks for 10 sparse tokens but the schema has 5 sparse fields"),
     (dict(split="hash"), "Unknown split 'hash'"),
     (dict(block="transformer"), "Unknown block style 'transformer'"),
-    (dict(global_token_func="fwfm"), "unknown func 'fwfm'"),
+    (dict(global_token_func="ffm"), "unknown func 'ffm'"),
     (dict(loss_weights={"purchase": 2.0}),
      r"loss_weights name unknown task\(s\) \['purchase'\]"),
 ])

@@ -24,6 +24,10 @@ def define_flags() -> None:
   flags.DEFINE_string("schema", None, "Schema JSON of the data.")
   flags.DEFINE_boolean("skip_bad_records", False, "Skip and count bad "
                        "records instead of failing on the first.")
+  flags.DEFINE_integer("min_id_count", d.min_id_count, "Sparse values seen "
+                       "fewer times in the training files map to the OOV "
+                       "row (0: off; >= 2; a schema field's min_count "
+                       "wins).")
   # Model.
   flags.DEFINE_enum("model", "rankup", sorted(models.MODELS), "Model.")
   flags.DEFINE_integer("num_tokens", rankup.num_tokens, "T: tokens "
@@ -42,7 +46,8 @@ def define_flags() -> None:
                        "Seed of the random split's permutation.")
   flags.DEFINE_boolean("global_token", rankup.global_token, "Global token.")
   flags.DEFINE_enum("global_token_func", rankup.global_token_func,
-                    ["mlp", "fm", "dcn"], "Global token function.")
+                    ["mlp", "fm", "fwfm", "dcn"], "Global token function "
+                    "(fwfm: field-weighted FM).")
   flags.DEFINE_boolean("cross_tokens", rankup.cross_tokens, "Crossed "
                        "pretrained-embedding tokens.")
   flags.DEFINE_boolean("dense_token", rankup.dense_token, "Dense-feature "
@@ -67,6 +72,18 @@ def define_flags() -> None:
   flags.DEFINE_list("bottom_units", ["64"], "DLRM bottom MLP units.")
   flags.DEFINE_list("loss_weights", [], "Per-task loss weights, "
                     "task=weight,...")
+  # Regularization (every model; 0 / 1.0 leave training as without them).
+  flags.DEFINE_float("dropout", rankup.dropout, "Dropout rate in [0, 1) of "
+                     "the token blocks, task towers and baseline MLPs.")
+  flags.DEFINE_float("dense_l2", rankup.dense_l2, "L2 coefficient on dense "
+                     "kernels (not biases, LayerNorms or embeddings): "
+                     "dense_l2 * sum(w^2) added to the training loss.")
+  flags.DEFINE_float("embedding_l2", rankup.embedding_l2, "L2 coefficient "
+                     "on the looked-up embedding rows: embedding_l2 * sum of "
+                     "their squares / batch size.")
+  flags.DEFINE_float("embedding_init_scale", rankup.embedding_init_scale,
+                     "Multiplier (>= 0) on the embedding initializer's "
+                     "stddev 1/sqrt(d); 0: zero tables.")
   # Optimization.
   flags.DEFINE_integer("global_batch_size", d.global_batch_size, "Examples "
                        "per step over all replicas.")
@@ -143,7 +160,10 @@ def model_config_from_flags(name: str) -> models.ModelConfig:
   """The `name` model's config from the model flags."""
   shared = dict(embedding_dim=FLAGS.embedding_dim,
                 tower_units=_ints(FLAGS.tower_units),
-                loss_weights=_loss_weights(FLAGS.loss_weights))
+                loss_weights=_loss_weights(FLAGS.loss_weights),
+                dropout=FLAGS.dropout, dense_l2=FLAGS.dense_l2,
+                embedding_l2=FLAGS.embedding_l2,
+                embedding_init_scale=FLAGS.embedding_init_scale)
   token = dict(num_tokens=FLAGS.num_tokens, token_dim=FLAGS.token_dim,
                num_layers=FLAGS.num_layers, ffn_expansion=FLAGS.ffn_expansion,
                dense_token=FLAGS.dense_token, num_experts=FLAGS.num_experts,

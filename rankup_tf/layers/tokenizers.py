@@ -23,7 +23,7 @@ import tensorflow_recommenders as tfrs
 
 from rankup_tf.layers import backbone
 
-GLOBAL_TOKEN_FUNCS = ("mlp", "fm", "dcn")
+GLOBAL_TOKEN_FUNCS = ("mlp", "fm", "fwfm", "dcn")
 
 
 def _view_shape(input_shape, layer):
@@ -38,15 +38,18 @@ class _FieldSplit(tf.keras.layers.Layer):
   token (`token_fields`, for reports), in the order `call` sees them. Groups
   are padded to the largest group with an all-zero field, so all T_s
   projections run as one batched contraction over [T_s, G*d, D].
+  `kernel_l2` is an L2 coefficient on that kernel (not the bias).
   """
 
-  def __init__(self, num_tokens: int, token_dim: int, **kwargs):
+  def __init__(self, num_tokens: int, token_dim: int, kernel_l2: float = 0.0,
+               **kwargs):
     super().__init__(**kwargs)
     if num_tokens < 1:
       raise ValueError(f"{self.__class__.__name__}: num_tokens must be >= 1, "
                        f"got {num_tokens}.")
     self.num_tokens = num_tokens
     self.token_dim = token_dim
+    self.kernel_l2 = kernel_l2
 
   def _groups(self, num_fields: int) -> List[List[int]]:
     raise NotImplementedError
@@ -69,7 +72,8 @@ class _FieldSplit(tf.keras.layers.Layer):
     self._width, self._dim = width, dim
     self.kernel = self.add_weight(
         "kernel", [self.num_tokens, width * dim, self.token_dim],
-        initializer=backbone.per_token_uniform(width * dim, self.token_dim))
+        initializer=backbone.per_token_uniform(width * dim, self.token_dim),
+        regularizer=backbone.kernel_regularizer(self.kernel_l2))
     self.bias = self.add_weight("bias", [self.num_tokens, self.token_dim],
                                 initializer="zeros")
     super().build(input_shape)
@@ -83,7 +87,7 @@ class _FieldSplit(tf.keras.layers.Layer):
 
   def get_config(self):
     return dict(super().get_config(), num_tokens=self.num_tokens,
-                token_dim=self.token_dim)
+                token_dim=self.token_dim, kernel_l2=self.kernel_l2)
 
 
 def even_split(fields: Sequence[int], parts: int) -> List[List[int]]:
@@ -230,9 +234,15 @@ class GlobalToken(tf.keras.layers.Layer):
 
   func:
     * "mlp": the M field embeddings concatenated, then an MLP;
-    * "fm": FM bi-interaction pooling 0.5 ((sum e)^2 - sum e^2) [B, d];
+    * "fm": FM bi-interaction pooling 0.5 ((sum e)^2 - sum e^2)
+      = sum_{i<j} e_i * e_j, [B, d];
+    * "fwfm": field-weighted FM, sum_{i<j} r_ij e_i * e_j [B, d], with a
+      learned scalar r_ij per field pair (initialized to 1, so it starts as
+      "fm");
     * "dcn": the concatenation through DCNv2 cross layers (tfrs);
-  each followed by a projection to D.
+  each followed by a projection to D. FM and FwFM keep the element-wise
+  products un-summed (bi-interaction pooling, as in NFM): the scalar FM
+  score, sum over the d dims, would project to a rank-1 token.
 
   Example:
 
@@ -240,11 +250,14 @@ class GlobalToken(tf.keras.layers.Layer):
   g = rankup_tf.layers.GlobalToken(token_dim=32, func="fm")
   token = g(tf.random.normal([8, 10, 16]))           # [8, 1, 32]
   ```
+
+  `kernel_l2` is an L2 coefficient on every kernel (MLP, cross layers,
+  projection; not the biases).
   """
 
   def __init__(self, token_dim: int, func: str = "mlp",
                hidden_units: Sequence[int] = (256,), num_cross_layers: int = 2,
-               **kwargs):
+               kernel_l2: float = 0.0, **kwargs):
     super().__init__(**kwargs)
     if func not in GLOBAL_TOKEN_FUNCS:
       raise ValueError(f"GlobalToken: unknown func {func!r}; expected one of "
@@ -253,14 +266,25 @@ class GlobalToken(tf.keras.layers.Layer):
     self.func = func
     self.hidden_units = list(hidden_units)
     self.num_cross_layers = num_cross_layers
-    self._hidden = ([tf.keras.layers.Dense(u, activation="relu")
+    self.kernel_l2 = kernel_l2
+    regularizer = backbone.kernel_regularizer(kernel_l2)
+    self._hidden = ([tf.keras.layers.Dense(u, activation="relu",
+                                           kernel_regularizer=regularizer)
                      for u in self.hidden_units] if func == "mlp" else [])
-    self._cross = ([tfrs.layers.dcn.Cross() for _ in range(num_cross_layers)]
+    self._cross = ([tfrs.layers.dcn.Cross(kernel_regularizer=regularizer)
+                    for _ in range(num_cross_layers)]
                    if func == "dcn" else [])
-    self._project = tf.keras.layers.Dense(token_dim, name="project")
+    self._project = tf.keras.layers.Dense(token_dim, name="project",
+                                          kernel_regularizer=regularizer)
 
   def build(self, input_shape):
-    _view_shape(input_shape, self)
+    num_fields, _ = _view_shape(input_shape, self)
+    if self.func == "fwfm":
+      # Only the M(M-1)/2 pairs i < j are weights (FwFM's count); call
+      # scatters them into a strictly upper-triangular [M, M] matrix.
+      self._pairs = np.stack(np.triu_indices(num_fields, k=1), axis=1)
+      self.pair_weights = self.add_weight(
+          "pair_weights", [len(self._pairs)], initializer="ones")
     super().build(input_shape)
 
   def call(self, embeddings: tf.Tensor) -> tf.Tensor:
@@ -268,6 +292,13 @@ class GlobalToken(tf.keras.layers.Layer):
       total = tf.reduce_sum(embeddings, axis=1)
       pooled = 0.5 * (tf.square(total) - tf.reduce_sum(tf.square(embeddings),
                                                        axis=1))
+    elif self.func == "fwfm":
+      m = embeddings.shape[1]
+      r = tf.scatter_nd(self._pairs, tf.cast(self.pair_weights,
+                                              embeddings.dtype), [m, m])
+      # sum_i e_i * (sum_j r_ij e_j): O(M^2 d) per example.
+      pooled = tf.reduce_sum(
+          embeddings * tf.einsum("ij,bjd->bid", r, embeddings), axis=1)
     else:
       shape = tf.shape(embeddings)
       pooled = tf.reshape(embeddings, [shape[0], embeddings.shape[1]
@@ -282,7 +313,8 @@ class GlobalToken(tf.keras.layers.Layer):
   def get_config(self):
     return dict(super().get_config(), token_dim=self.token_dim, func=self.func,
                 hidden_units=self.hidden_units,
-                num_cross_layers=self.num_cross_layers)
+                num_cross_layers=self.num_cross_layers,
+                kernel_l2=self.kernel_l2)
 
 
 @tf.keras.utils.register_keras_serializable("rankup_tf")
@@ -300,11 +332,14 @@ class CrossedPretrainedToken(tf.keras.layers.Layer):
   z_user, z_item = tf.random.normal([8, 16]), tf.random.normal([8, 16])
   tokens = cross([(z_user, z_item)])                 # [8, 1, 32]
   ```
+
+  `kernel_l2` is an L2 coefficient on the projections' kernels.
   """
 
-  def __init__(self, token_dim: int, **kwargs):
+  def __init__(self, token_dim: int, kernel_l2: float = 0.0, **kwargs):
     super().__init__(**kwargs)
     self.token_dim = token_dim
+    self.kernel_l2 = kernel_l2
 
   def build(self, input_shape):
     if not input_shape:
@@ -317,7 +352,9 @@ class CrossedPretrainedToken(tf.keras.layers.Layer):
         raise ValueError(f"CrossedPretrainedToken {self.name!r}: pair {i} "
                          f"needs two [B, dim] vectors of one dim, got {a} and "
                          f"{b}.")
-      projection = tf.keras.layers.Dense(self.token_dim, name=f"project_{i}")
+      projection = tf.keras.layers.Dense(
+          self.token_dim, name=f"project_{i}",
+          kernel_regularizer=backbone.kernel_regularizer(self.kernel_l2))
       projection.build(a)
       self._projections.append(projection)
     super().build(input_shape)
@@ -327,7 +364,8 @@ class CrossedPretrainedToken(tf.keras.layers.Layer):
                      zip(self._projections, pairs)], axis=1)
 
   def get_config(self):
-    return dict(super().get_config(), token_dim=self.token_dim)
+    return dict(super().get_config(), token_dim=self.token_dim,
+                kernel_l2=self.kernel_l2)
 
 
 @tf.keras.utils.register_keras_serializable("rankup_tf")
@@ -341,18 +379,24 @@ class DenseToken(tf.keras.layers.Layer):
   token = rankup_tf.layers.DenseToken(token_dim=32)(tf.random.normal([8, 6]))
   # [8, 1, 32]
   ```
+
+  `kernel_l2` is an L2 coefficient on the projection's kernel.
   """
 
-  def __init__(self, token_dim: int, **kwargs):
+  def __init__(self, token_dim: int, kernel_l2: float = 0.0, **kwargs):
     super().__init__(**kwargs)
     self.token_dim = token_dim
-    self._project = tf.keras.layers.Dense(token_dim, name="project")
+    self.kernel_l2 = kernel_l2
+    self._project = tf.keras.layers.Dense(
+        token_dim, name="project",
+        kernel_regularizer=backbone.kernel_regularizer(kernel_l2))
 
   def call(self, dense: tf.Tensor) -> tf.Tensor:
     return self._project(dense)[:, tf.newaxis]
 
   def get_config(self):
-    return dict(super().get_config(), token_dim=self.token_dim)
+    return dict(super().get_config(), token_dim=self.token_dim,
+                kernel_l2=self.kernel_l2)
 
 
 @tf.keras.utils.register_keras_serializable("rankup_tf")

@@ -87,7 +87,7 @@ class RankUpConfig(ModelConfig):
       "ordered".
     permutation_seed: seed of the random split's permutation.
     global_token: prepend g = func(Pool(view-1 embeddings)).
-    global_token_func: "mlp", "fm" or "dcn".
+    global_token_func: "mlp", "fm", "fwfm" (field-weighted FM) or "dcn".
     cross_tokens: one token per schema cross pair.
     dense_token: one token projecting the dense features and pretrained
       vectors (if the schema has some); without it a model sees the
