@@ -201,8 +201,17 @@ def test_checkpointed_permutation_wins_over_the_seed(tmp_path):
   checkpoint = tf.train.Checkpoint(layer=trained).save(str(tmp_path / "ck"))
   restored = layers.RandomPermutationSplit(2, 4, seed=99)
   restored(e)
+  assert restored.permutation != trained.permutation  # seed 99's own sigma
   tf.train.Checkpoint(layer=restored).restore(checkpoint)
   np.testing.assert_allclose(restored(e), trained(e))
+  # Every report of sigma follows the checkpoint, not the constructor.
+  assert restored.permutation == trained.permutation
+  assert restored.token_fields == trained.token_fields
+  assert restored.get_config()["permutation"] == trained.permutation
+  rebuilt = layers.RandomPermutationSplit.from_config(restored.get_config())
+  rebuilt(e)
+  rebuilt.set_weights(restored.get_weights())
+  np.testing.assert_allclose(rebuilt(e), trained(e))
 
 
 def test_semantic_split_never_mixes_groups():

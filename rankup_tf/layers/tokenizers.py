@@ -58,14 +58,19 @@ class _FieldSplit(tf.keras.layers.Layer):
     """Where each token's fields sit in the tensor `call` projects."""
     return token_fields
 
+  @property
+  def token_fields(self) -> List[List[int]]:
+    """The input fields of each token (known once built)."""
+    return self._token_fields
+
   def build(self, input_shape):
     num_fields, dim = _view_shape(input_shape, self)
     if self.num_tokens > num_fields:
       raise ValueError(
           f"{self.__class__.__name__} {self.name!r}: {self.num_tokens} tokens "
           f"from {num_fields} fields; every token needs at least one field.")
-    self.token_fields = self._groups(num_fields)
-    positions = self._positions(self.token_fields)
+    self._token_fields = self._groups(num_fields)
+    positions = self._positions(self._token_fields)
     width = max(len(g) for g in positions)
     padded = [g + [num_fields] * (width - len(g)) for g in positions]
     self._gather = tf.constant(np.array(padded, np.int32).reshape(-1))
@@ -100,9 +105,11 @@ class RandomPermutationSplit(_FieldSplit):
   """RankUp's randomized permutation splitting (SPEC 3.1).
 
   sigma is drawn once from `seed` when the layer first sees M fields (or
-  given as `permutation`), then the permuted fields are split evenly. sigma
-  is kept in `get_config` and as a non-trainable weight that `call` reads,
-  so checkpoints, SavedModels and reloaded configs share token identities.
+  given as `permutation`), then the permuted fields are split evenly. Once
+  built, sigma lives in one place, a non-trainable weight: `call` reads it,
+  and `permutation`, `token_fields` and `get_config` report it, so after
+  restoring a checkpoint written with another seed all of them follow the
+  checkpoint.
 
   Example:
 
@@ -118,31 +125,44 @@ class RandomPermutationSplit(_FieldSplit):
                permutation: Optional[Sequence[int]] = None, **kwargs):
     super().__init__(num_tokens, token_dim, **kwargs)
     self.seed = seed
-    self.permutation = None if permutation is None else [int(i) for i in
-                                                         permutation]
+    # Only until build: then the weight is sigma.
+    self._initial_permutation = (None if permutation is None
+                                 else [int(i) for i in permutation])
+
+  @property
+  def permutation(self) -> Optional[List[int]]:
+    """sigma: the weight's value once built, else the given one (or None
+    until drawn)."""
+    if hasattr(self, "stored_permutation"):
+      return [int(i) for i in self.stored_permutation.numpy()]
+    return self._initial_permutation
+
+  @property
+  def token_fields(self) -> List[List[int]]:
+    return even_split(self.permutation, self.num_tokens)
 
   def _groups(self, num_fields):
-    if self.permutation is None:
-      self.permutation = [int(i) for i in
-                          np.random.default_rng(self.seed).permutation(
-                              num_fields)]
-    if sorted(self.permutation) != list(range(num_fields)):
+    if self._initial_permutation is None:
+      self._initial_permutation = [
+          int(i) for i in np.random.default_rng(self.seed).permutation(
+              num_fields)]
+    if sorted(self._initial_permutation) != list(range(num_fields)):
       raise ValueError(f"RandomPermutationSplit {self.name!r}: permutation "
-                       f"{self.permutation} is not a permutation of "
-                       f"{num_fields} fields.")
-    return even_split(self.permutation, self.num_tokens)
+                       f"{self._initial_permutation} is not a permutation "
+                       f"of {num_fields} fields.")
+    return even_split(self._initial_permutation, self.num_tokens)
 
   def _positions(self, token_fields):
     # `call` permutes the fields first, so each token's fields are
     # contiguous.
-    return even_split(range(len(self.permutation)), self.num_tokens)
+    return even_split(range(sum(map(len, token_fields))), self.num_tokens)
 
   def build(self, input_shape):
     super().build(input_shape)
     self.stored_permutation = self.add_weight(
-        "permutation", [len(self.permutation)], dtype=tf.int32,
+        "permutation", [len(self._initial_permutation)], dtype=tf.int32,
         trainable=False,
-        initializer=tf.keras.initializers.Constant(self.permutation))
+        initializer=tf.keras.initializers.Constant(self._initial_permutation))
 
   def call(self, embeddings):
     return super().call(tf.gather(embeddings, self.stored_permutation,
