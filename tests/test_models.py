@@ -51,6 +51,8 @@ LADDER = {
         num_tokens=8, token_dim=16, global_token_func="dcn", **SMALL)),
     "rankup_fwfm": ("rankup", models.RankUpConfig(
         num_tokens=8, token_dim=16, global_token_func="fwfm", **SMALL)),
+    "rankup_view_dims": ("rankup", models.RankUpConfig(
+        num_tokens=8, token_dim=16, view_embedding_dims=(4, 8, 6), **SMALL)),
     "dcnv2": ("dcnv2", models.DCNv2Config(deep_units=(16,), **SMALL)),
     "dlrm": ("dlrm", models.DLRMConfig(top_units=(16,), **SMALL)),
     "dnn": ("dnn", models.DNNConfig(hidden_units=(16,), **SMALL)),
@@ -109,6 +111,27 @@ def test_gradients_reach_every_view_and_weight(schema, batch):
   assert views == {0, 1, 2}
 
 
+def test_view_embedding_dims_size_each_views_table_and_train(schema, batch):
+  model = models.RankUpModel(schema, LADDER["rankup_view_dims"][1])
+  views = model.embedding(batch[0])
+  assert [v.shape[-1] for v in views] == [4, 8, 6]
+  # Views of different dims never share a table: one table per view here.
+  assert sorted((s.views, s.dim, model.embedding.tables[s.name].shape[1])
+                for s in model.embedding._stacks) == [  # pylint: disable=protected-access
+                    ((0,), 4, 4), ((1,), 8, 8), ((2,), 6, 6)]
+  optimizer = tf.keras.optimizers.legacy.Adam(1e-2)
+  losses = []
+  for _ in range(5):
+    with tf.GradientTape() as tape:
+      loss = model.compute_loss(batch, training=True)
+    optimizer.apply_gradients(zip(
+        tape.gradient(loss, model.trainable_variables),
+        model.trainable_variables))
+    losses.append(float(loss))
+  assert losses[-1] < losses[0]
+  assert all(v.shape == [16] for v in model(batch[0]).values())
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(num_tokens=7, token_dim=16),
      r"token_dim D=16 is not divisible by num_tokens T=7 .* T can be one of "
@@ -122,6 +145,10 @@ def test_gradients_reach_every_view_and_weight(schema, batch):
     (dict(split="hash"), "Unknown split 'hash'"),
     (dict(block="transformer"), "Unknown block style 'transformer'"),
     (dict(global_token_func="ffm"), "unknown func 'ffm'"),
+    (dict(view_embedding_dims=(8, 8)),
+     r"view_embedding_dims=\[8, 8\] has 2 entries but num_embedding_views=3"),
+    (dict(view_embedding_dims=(8, 0, 8)),
+     "view_embedding_dims must be positive"),
     (dict(loss_weights={"purchase": 2.0}),
      r"loss_weights name unknown task\(s\) \['purchase'\]"),
 ])

@@ -40,6 +40,9 @@ def define_flags() -> None:
                        "K: embedding views (rankup; 1 = single embedding).")
   flags.DEFINE_integer("embedding_dim", rankup.embedding_dim, "d: embedding "
                        "dim of every view.")
+  flags.DEFINE_list("view_embedding_dims", [], "Embedding dim of each view "
+                    "(rankup; one per view, e.g. 8,16,8; empty: "
+                    "--embedding_dim for all).")
   flags.DEFINE_enum("split", rankup.split, ["random", "semantic", "ordered"],
                     "Sparse-field tokenization (rankup).")
   flags.DEFINE_integer("permutation_seed", rankup.permutation_seed,
@@ -50,6 +53,9 @@ def define_flags() -> None:
                     "(fwfm: field-weighted FM).")
   flags.DEFINE_boolean("cross_tokens", rankup.cross_tokens, "Crossed "
                        "pretrained-embedding tokens.")
+  flags.DEFINE_boolean("sparse_cross_tokens", rankup.sparse_cross_tokens,
+                       "With --cross_tokens, also the schema's sparse cross "
+                       "pairs.")
   flags.DEFINE_boolean("dense_token", rankup.dense_token, "Dense-feature "
                        "token.")
   flags.DEFINE_boolean("task_tokens", rankup.task_tokens, "Task tokens.")
@@ -121,6 +127,17 @@ def define_flags() -> None:
                        "kept.")
   flags.DEFINE_integer("eval_every_n_steps", d.eval_every_n_steps, "Full "
                        "evaluation interval (0: at the end only).")
+  flags.DEFINE_boolean("eval_every_epoch", d.eval_every_epoch, "Evaluate "
+                       "after every pass over the training data instead.")
+  flags.DEFINE_integer("early_stopping_patience", d.early_stopping_patience,
+                       "Stop after this many evaluations in a row without "
+                       "a new best (0: off).")
+  flags.DEFINE_string("early_stopping_metric", d.early_stopping_metric,
+                      "<task>/<auc|gauc|logloss> that picks the best "
+                      "evaluation (empty: the first task's AUC).")
+  flags.DEFINE_boolean("export_best", d.export_best, "Export the best "
+                       "evaluation's checkpoint (model_dir/best/), not the "
+                       "last.")
   flags.DEFINE_integer("erank_every_n_steps", d.erank_every_n_steps,
                        "Effective-rank trajectory interval (0: off).")
   flags.DEFINE_enum("strategy", d.strategy, list(config_lib.STRATEGIES),
@@ -171,10 +188,13 @@ def model_config_from_flags(name: str) -> models.ModelConfig:
   if name == "rankup":
     return models.RankUpConfig(
         **shared, **token, num_embedding_views=FLAGS.num_embedding_views,
+        view_embedding_dims=_ints(FLAGS.view_embedding_dims),
         split=FLAGS.split, permutation_seed=FLAGS.permutation_seed,
         global_token=FLAGS.global_token,
         global_token_func=FLAGS.global_token_func,
-        cross_tokens=FLAGS.cross_tokens, task_tokens=FLAGS.task_tokens,
+        cross_tokens=FLAGS.cross_tokens,
+        sparse_cross_tokens=FLAGS.sparse_cross_tokens,
+        task_tokens=FLAGS.task_tokens,
         block=FLAGS.block, ffn_activation=FLAGS.ffn_activation)
   if name == "rankmixer":
     return models.RankMixerConfig(**shared, **token)

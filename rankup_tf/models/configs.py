@@ -15,7 +15,8 @@ class ModelConfig:
   """Fields every model shares.
 
   Attributes:
-    embedding_dim: d, the dim of every embedding view.
+    embedding_dim: d, the dim of every embedding view (RankUp:
+      unless `view_embedding_dims` sets one per view).
     tower_units: hidden units of each task tower (then a logit).
     loss_weights: task name -> loss weight (missing tasks weigh 1.0).
     dropout: dropout rate in [0, 1) of the token blocks (after token mixing
@@ -83,12 +84,16 @@ class RankUpConfig(ModelConfig):
     num_embedding_views: K in 1..3. View 1 feeds the global token, view 2
       the sparse tokens, view 3 the sparse cross tokens; with fewer views the
       later roles share the last view (K = 1: single embedding).
+    view_embedding_dims: the embedding dim of each view (SPEC 3.2), K
+      entries; empty gives every view `embedding_dim`.
     split: "random" (permutation, RankUp), "semantic" (RankMixer) or
       "ordered".
     permutation_seed: seed of the random split's permutation.
     global_token: prepend g = func(Pool(view-1 embeddings)).
     global_token_func: "mlp", "fm", "fwfm" (field-weighted FM) or "dcn".
     cross_tokens: one token per schema cross pair.
+    sparse_cross_tokens: with cross_tokens, also the pairs of two sparse
+      fields (view 3); off: crossed pretrained tokens only.
     dense_token: one token projecting the dense features and pretrained
       vectors (if the schema has some); without it a model sees the
       pretrained vectors only through cross tokens.
@@ -104,11 +109,13 @@ class RankUpConfig(ModelConfig):
   num_layers: int = 2
   ffn_expansion: int = 4
   num_embedding_views: int = 3
+  view_embedding_dims: Tuple[int, ...] = ()
   split: str = "random"
   permutation_seed: int = 0
   global_token: bool = True
   global_token_func: str = "mlp"
   cross_tokens: bool = True
+  sparse_cross_tokens: bool = True
   dense_token: bool = True
   task_tokens: bool = True
   block: str = "rankup"
@@ -137,6 +144,7 @@ class RankMixerConfig(ModelConfig):
         token_dim=self.token_dim, num_layers=self.num_layers,
         ffn_expansion=self.ffn_expansion, num_embedding_views=1,
         split="semantic", global_token=False, cross_tokens=False,
+        sparse_cross_tokens=False,
         dense_token=self.dense_token, task_tokens=False, block="rankmixer",
         ffn_activation="gelu", num_experts=self.num_experts,
         moe_l1_penalty=self.moe_l1_penalty, dropout=self.dropout,

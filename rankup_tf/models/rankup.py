@@ -50,7 +50,8 @@ class RankUpModel(base.RankingModel):
                        f"sparse-token and cross views), got {k}.")
     self.sparse_crosses = ([p for p in schema.crosses
                             if schema.cross_kind(p) == "sparse"]
-                           if c.cross_tokens else [])
+                           if c.cross_tokens and c.sparse_cross_tokens
+                           else [])
     self.pretrained_crosses = ([p for p in schema.crosses
                                 if schema.cross_kind(p) == "pretrained"]
                                if c.cross_tokens else [])
@@ -59,22 +60,25 @@ class RankUpModel(base.RankingModel):
                    "cross": min(_CROSS_VIEW, k - 1)}
     self._check_views(c)
     self._token_counts = self._count_tokens(c)
-    self._embedding_stage([c.embedding_dim] * k, self._view_features(c))
+    self._embedding_stage(self._view_dims(c), self._view_features(c))
 
     self.tokenizer = self._make_split(c)
+    l2 = c.dense_l2
     self.global_token = (tokenizers.GlobalToken(
-        c.token_dim, c.global_token_func, name="global_token")
+        c.token_dim, c.global_token_func, kernel_l2=l2, name="global_token")
                          if c.global_token else None)
-    self.dense_token = (tokenizers.DenseToken(c.token_dim, name="dense_token")
+    self.dense_token = (tokenizers.DenseToken(c.token_dim, kernel_l2=l2,
+                                              name="dense_token")
                         if self._token_counts["dense"] else None)
     self.cross_token = (tokenizers.CrossedPretrainedToken(
-        c.token_dim, name="cross_tokens")
+        c.token_dim, kernel_l2=l2, name="cross_tokens")
                         if self._token_counts["cross"] else None)
     self.task_tokens = (tokenizers.TaskTokens(
         len(schema.tasks), c.token_dim, name="task_tokens")
                         if c.task_tokens else None)
     block_kwargs = dict(expansion=c.ffn_expansion, num_experts=c.num_experts,
-                        moe_l1_penalty=c.moe_l1_penalty)
+                        moe_l1_penalty=c.moe_l1_penalty, dropout=c.dropout,
+                        kernel_l2=l2)
     if c.ffn_activation:
       block_kwargs["activation"] = c.ffn_activation
     self.blocks = [backbone.make_block(c.block, name=f"block{i + 1}",
@@ -82,6 +86,7 @@ class RankUpModel(base.RankingModel):
                    for i in range(c.num_layers)]
     self.towers = heads.TaskTowers(schema.task_names, c.tower_units,
                                    use_task_tokens=c.task_tokens,
+                                   dropout=c.dropout, kernel_l2=l2,
                                    name="towers")
 
   @staticmethod
@@ -89,6 +94,21 @@ class RankUpModel(base.RankingModel):
     return config
 
   # -- construction checks ----------------------------------------------------
+  @staticmethod
+  def _view_dims(c: configs.RankUpConfig) -> List[int]:
+    k = c.num_embedding_views
+    if not c.view_embedding_dims:
+      return [c.embedding_dim] * k
+    dims = list(c.view_embedding_dims)
+    if len(dims) != k:
+      raise ValueError(
+          f"view_embedding_dims={dims} has {len(dims)} entries but "
+          f"num_embedding_views={k}: give one dim per view (global, sparse "
+          "token, cross views in that order), or none for embedding_dim.")
+    if any(d <= 0 for d in dims):
+      raise ValueError(f"view_embedding_dims must be positive, got {dims}.")
+    return dims
+
   def _check_views(self, c: configs.RankUpConfig) -> None:
     used = {self._views["tokens"]}
     if c.global_token:
@@ -153,16 +173,18 @@ class RankUpModel(base.RankingModel):
     return [[n for n in all_fields if n in v] for v in views]
 
   def _make_split(self, c: configs.RankUpConfig):
-    num, dim = self._token_counts["sparse"], c.token_dim
+    num, dim, l2 = self._token_counts["sparse"], c.token_dim, c.dense_l2
     if c.split == "random":
       return tokenizers.RandomPermutationSplit(num, dim, c.permutation_seed,
+                                               kernel_l2=l2,
                                                name="sparse_tokens")
     if c.split == "semantic":
       groups = [f.semantic_group for f in self.schema.sparse_features]
-      return tokenizers.SemanticGroupSplit(num, dim, groups,
+      return tokenizers.SemanticGroupSplit(num, dim, groups, kernel_l2=l2,
                                            name="sparse_tokens")
     if c.split == "ordered":
-      return tokenizers.OrderedSplit(num, dim, name="sparse_tokens")
+      return tokenizers.OrderedSplit(num, dim, kernel_l2=l2,
+                                     name="sparse_tokens")
     raise ValueError(f"Unknown split {c.split!r}; expected one of "
                      f"{sorted(tokenizers.SPLITS)}.")
 
@@ -218,7 +240,7 @@ class RankUpModel(base.RankingModel):
     tokens = self._tokens(views, dense)
     for block in self.blocks:
       tokens = block(tokens, training=training)
-    return self.towers(tokens)
+    return self.towers(tokens, training=training)
 
 
 class RankMixerModel(RankUpModel):
