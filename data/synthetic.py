@@ -1,6 +1,7 @@
 r"""A synthetic ads log that exercises what RankUp claims.
 
     python -m data.synthetic --output_dir=/tmp/synthetic --rows=1000000
+    python -m data.synthetic --output_dir=/tmp/synthetic_ids --teacher=ids
 
 Generative story (all draws from `numpy.random.default_rng`, seeded by --seed,
 so the same seed and flags give byte-identical output):
@@ -21,10 +22,32 @@ so the same seed and flags give byte-identical output):
      the user's segment) and string fields looked up in vocabularies.
    6 dense fields (historical CTRs with noise and missing values, price,
    activity, recency, a pure-noise field).
-4. **Pretrained vectors.** user_vec = P u + noise and item_vec = P v + noise
-   with P a random 16x8 matrix with orthonormal columns, so the element-wise
-   product user_vec * item_vec sums to about <u, v>: the crossed pretrained
-   token can recover a signal the sparse ids only carry per entity.
+4. **Pretrained vectors** (16 dims, fixed per user and per item), by
+   `--teacher`:
+   * "affinity" (default): user_vec = P u + noise and item_vec = P v + noise
+     with P a random 16x8 matrix with orthonormal columns, so the
+     element-wise product user_vec * item_vec sums to about <u, v>: the
+     crossed pretrained token can recover a signal the sparse ids only carry
+     per entity. This favours that token by construction: the vectors are
+     an oracle of u and v, as exact for a user seen once as for the most
+     active one, and their product is the teacher's main term.
+   * "ids": the vectors add nothing the ids do not already carry.
+     user_vec = S[segment] + G[age] + c_user and item_vec = K[category] +
+     Q[price_bucket] + c_item: random tables over fields the log contains
+     (and that enter the teacher's tables below), plus a random code per
+     id (c_user, c_item, standing for a two-tower model's estimation noise).
+     The vectors are thus functions of the ids (the entity id and its
+     attribute fields) and independent of u, v and the biases given those
+     fields: a model that learns the fields' embeddings can know all they
+     know, so no component is favoured by construction. Their product is a
+     random low-rank feature of (segment, age) x (category, price bucket),
+     pairs the sparse fields carry too (a sparse cross token sees segment x
+     category), not of <u, v>.
+   Everything else (entities, fields, teacher, labels) is drawn from the
+   same random stream under both teachers, so one seed gives the same
+   clicks and conversions under both: only the vectors differ, so what a
+   component gains under "affinity" beyond its gain under "ids" is what
+   the oracle vectors gave it.
 5. **Teacher.** The click logit sums user and item biases, 1.5 <u, v>, and
    interaction tables *across* groups: user segment x item category, hour x
    item category, age x price bucket, os x creative type, slot position,
@@ -35,6 +58,12 @@ so the same seed and flags give byte-identical output):
    conversion ~ click * Bernoulli(sigmoid(c0 + income x price table +
    seller tier + 0.8 <u, v> + user bias)), calibrated to about 15% of
    clicks (the pilot's click probabilities weight the calibration).
+
+The labels depend on the user and the item only through per-id effects
+(biases, u and v, which a model can learn from the ids of a log large
+enough) and their attribute fields; under "affinity" the vectors hand the
+model u and v on top, under "ids" nothing on top. stats.json records the
+teacher under "generator".
 
 Documented bounds (checked by tests on 20k+ rows): click rate in
 [0.08, 0.16]; conversion rate in [0.008, 0.035]; every conversion is a click.
@@ -52,6 +81,7 @@ from data import records
 
 LATENT_DIM = 8
 VECTOR_DIM = 16
+TEACHERS = ("affinity", "ids")
 CLICK_RATE_TARGET = 0.12
 CONVERSION_GIVEN_CLICK_TARGET = 0.15
 CLICK_RATE_BOUNDS = (0.08, 0.16)
@@ -76,9 +106,18 @@ def _noisy_copy(rng, parent: np.ndarray, cardinality: int,
 
 
 class World:
-  """Users, items and the hidden teacher, drawn once from the seed."""
+  """Users, items and the hidden teacher, drawn once from the seed.
 
-  def __init__(self, seed: int, num_users: int, num_items: int):
+  `teacher` picks the pretrained vectors ("affinity" or "ids", see the
+  module docstring); everything else is the same under both.
+  """
+
+  def __init__(self, seed: int, num_users: int, num_items: int,
+               teacher: str = "affinity"):
+    if teacher not in TEACHERS:
+      raise ValueError(f"Unknown teacher {teacher!r}; expected one of "
+                       f"{TEACHERS}.")
+    self.teacher = teacher
     rng = np.random.default_rng([seed, 1])
     self.num_users, self.num_items = num_users, num_items
     self.user_weights = _zipf_weights(num_users)
@@ -123,12 +162,16 @@ class World:
     self.campaign = rng.choice(5000, num_items, p=_zipf_weights(5000))
     self.advertiser = _noisy_copy(rng, self.campaign // 5, 1000, 0.04)
     self.creative = rng.integers(0, len(CREATIVE_TYPES), num_items)
-    # Pretrained two-tower vectors: P has orthonormal columns.
+    # Pretrained two-tower vectors: P has orthonormal columns. Drawn under
+    # every teacher so that the stream below (teacher, labels) is the same.
     p, _ = np.linalg.qr(rng.normal(size=(VECTOR_DIM, LATENT_DIM)))
     self.user_vec = self.u @ p.T + rng.normal(0, 0.05, (num_users,
                                                          VECTOR_DIM))
     self.item_vec = self.v @ p.T + rng.normal(0, 0.05, (num_items,
                                                          VECTOR_DIM))
+    if teacher == "ids":
+      self.user_vec, self.item_vec = self._id_vectors(
+          np.random.default_rng([seed, 4]))
     # Teacher interaction tables across groups.
     self.seg_x_category = rng.normal(0, 0.8, (20, 50))
     self.hour_x_category = rng.normal(0, 0.5, (24, 50))
@@ -144,6 +187,19 @@ class World:
     self.conversion_intercept = _calibrate(pilot["conversion_logit"],
                                            CONVERSION_GIVEN_CLICK_TARGET,
                                            weights=clicked)
+
+  def _id_vectors(self, rng):
+    """The "ids" teacher's vectors: functions of the ids only (module
+    docstring), of about the oracle vectors' norm (1)."""
+    def table(rows, variance):
+      return rng.normal(0, (variance / VECTOR_DIM) ** 0.5, (rows, VECTOR_DIM))
+
+    user_vec = (table(20, 0.4)[self.segment] + table(8, 0.4)[self.age]
+                + table(self.num_users, 0.2))
+    item_vec = (table(50, 0.4)[self.category]
+                + table(20, 0.4)[self.price_bucket]
+                + table(self.num_items, 0.2))
+    return user_vec, item_vec
 
   def impressions(self, rng, n: int) -> Dict[str, np.ndarray]:
     """Index arrays, context and teacher logits (without intercepts)."""
@@ -327,9 +383,14 @@ def generate_chunk(world: World, rng, n: int) -> records.Chunk:
 def generate(output_dir: str, rows: int, seed: int = 0,
              num_users: int = 50_000, num_items: int = 20_000,
              num_shards: int = 8, eval_fraction: float = 0.1,
-             compression: str = "", chunk_rows: int = 8192) -> Dict:
-  """Writes the synthetic log; returns stats.json's content."""
-  world = World(seed, num_users, num_items)
+             compression: str = "", chunk_rows: int = 8192,
+             teacher: str = "affinity") -> Dict:
+  """Writes the synthetic log; returns stats.json's content.
+
+  `teacher`: "affinity" or "ids", the pretrained vectors' story (module
+  docstring); recorded in stats.json under "generator".
+  """
+  world = World(seed, num_users, num_items, teacher)
   with records.DatasetWriter(synthetic_schema(), output_dir, num_shards,
                              compression=compression,
                              eval_fraction=eval_fraction,
@@ -341,7 +402,8 @@ def generate(output_dir: str, rows: int, seed: int = 0,
             world, np.random.default_rng([seed, 3, index]), n))
         bar.update(n)
     return writer.close({"generator": {
-        "seed": seed, "rows": rows, "num_users": num_users,
+        "seed": seed, "rows": rows, "teacher": teacher,
+        "num_users": num_users,
         "num_items": num_items,
         "click_intercept": world.click_intercept,
         "conversion_intercept": world.conversion_intercept}})
@@ -354,7 +416,8 @@ def main(argv: List[str]) -> None:
                    num_users=FLAGS.num_users, num_items=FLAGS.num_items,
                    num_shards=FLAGS.num_shards,
                    eval_fraction=FLAGS.eval_fraction,
-                   compression="GZIP" if FLAGS.gzip else "")
+                   compression="GZIP" if FLAGS.gzip else "",
+                   teacher=FLAGS.teacher)
   for split in ("train", "eval"):
     if split in stats:
       s = stats[split]
@@ -374,5 +437,9 @@ if __name__ == "__main__":
   flags.DEFINE_float("eval_fraction", 0.1, "Held-out fraction (eval-* "
                      "shards).")
   flags.DEFINE_boolean("gzip", False, "GZIP-compress the shards.")
+  flags.DEFINE_enum("teacher", "affinity", list(TEACHERS), "Pretrained "
+                    "vectors: affinity (an oracle of the user-item affinity, "
+                    "favouring the crossed pretrained token) or ids "
+                    "(functions of the ids, adding nothing they lack).")
   flags.mark_flag_as_required("output_dir")
   app.run(main)

@@ -419,3 +419,134 @@ def test_synthetic_label_rates_and_structure(tmp_path):
   score = np.array([np.dot(_value(e, "user_vec"), _value(e, "item_vec"))
                     for e in examples])
   assert score[clicks == 1].mean() > score[clicks == 0].mean() + 0.1
+
+
+def test_synthetic_teachers_share_labels_and_differ_in_vectors(tmp_path):
+  """Same seed: identical labels and fields under both teachers; only the
+  pretrained vectors change, and stats.json names the teacher."""
+  columns = {}
+  for teacher in synthetic.TEACHERS:
+    out = str(tmp_path / teacher)
+    synthetic.generate(out, rows=2000, seed=2, num_users=400, num_items=200,
+                       num_shards=1, eval_fraction=0.0, teacher=teacher)
+    with open(os.path.join(out, "stats.json")) as f:
+      assert json.load(f)["generator"]["teacher"] == teacher
+    examples = _read_examples(os.path.join(out, "train-00000-of-00001"
+                                                ".tfrecord"))
+    columns[teacher] = {name: [_value(e, name) for e in examples]
+                        for name in examples[0].features.feature}
+  affinity, ids = columns["affinity"], columns["ids"]
+  assert set(affinity) == set(ids)
+  for name in affinity:
+    if name in ("user_vec", "item_vec"):
+      assert affinity[name] != ids[name]
+    else:
+      assert affinity[name] == ids[name], name
+  with pytest.raises(ValueError, match="Unknown teacher 'oracle'"):
+    synthetic.World(0, 10, 10, teacher="oracle")
+
+
+def _r_squared(x, y):
+  x = np.c_[x, np.ones(len(x))]
+  residual = y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
+  return 1 - (residual ** 2).sum() / ((y - y.mean(0)) ** 2).sum()
+
+
+def test_synthetic_ids_teacher_vectors_carry_only_what_ids_carry():
+  worlds = {t: synthetic.World(0, 3000, 1000, teacher=t)
+            for t in synthetic.TEACHERS}
+  affinity, ids = worlds["affinity"], worlds["ids"]
+  segment = np.eye(20)[ids.segment]
+  # "affinity": the vectors are an oracle of the users' latent factors u.
+  assert _r_squared(affinity.user_vec, affinity.u) > 0.95
+  # "ids": beyond the user_segment field (a function of u the log holds),
+  # the vectors explain next to nothing more of u.
+  gain = (_r_squared(np.c_[segment, ids.user_vec], ids.u)
+          - _r_squared(segment, ids.u))
+  assert gain < 0.02
+  # The teacher's user-item affinity: recovered by the oracle vectors'
+  # product, not by the "ids" ones.
+  rng = np.random.default_rng(0)
+  user, item = rng.integers(0, 3000, 20000), rng.integers(0, 1000, 20000)
+  truth = np.einsum("nd,nd->n", ids.u[user], ids.v[item])
+  for world, low, high in ((affinity, 0.9, 1.0), (ids, -0.15, 0.15)):
+    product = np.einsum("nd,nd->n", world.user_vec[user],
+                        world.item_vec[item])
+    assert low < np.corrcoef(product, truth)[0, 1] < high
+
+
+def test_eval_input_is_the_eval_split_with_its_own_bad_row_count(tmp_path):
+  schema = schema_lib.Schema.from_dict({
+      "sparse_features": [{"name": "item", "dtype": "string",
+                           "hash_buckets": 5}],
+      "dense_features": [{"name": "price"}],
+      "tasks": [{"name": "y"}]})
+  schema_path = str(tmp_path / "schema.json")
+  schema.save(schema_path)
+  train = tmp_path / "train.csv"
+  train.write_text("y,item,price\n1,a,1.5\n0,b,2\n1,c,3\n")
+  later = tmp_path / "later.tsv"  # its own header order and delimiter
+  later.write_text("price\titem\ty\n4\td\t0\nabc\te\t1\n6\tf\t1\n")
+  flags = [f"--input={train}", f"--eval_input={later}",
+           f"--schema={schema_path}", f"--output_dir={tmp_path}/out",
+           "--num_shards=1"]
+  result = _run("data.csv_to_tfrecord", *flags)
+  assert result.returncode == 1
+  assert result.stderr.splitlines()[-1] == (
+      f"error: {later}, line 3: column 'price': 'abc' is not a finite "
+      "decimal number. (--skip_bad_rows skips and counts such rows.)")
+  result = _run("data.csv_to_tfrecord", *flags, "--eval_fraction=0.2")
+  assert result.returncode == 1
+  assert "--eval_input and --eval_fraction both choose the eval rows" in \
+      result.stderr.splitlines()[-1]
+  assert not os.path.exists(tmp_path / "out" / "stats.json")
+
+  result = _run("data.csv_to_tfrecord", *flags, "--skip_bad_rows")
+  assert result.returncode == 0, result.stderr
+  assert ("Wrote train: 3 rows, eval: 2 rows to "
+          f"{tmp_path}/out (skipped bad rows: 0, of --eval_input: 1)."
+          ) in result.stdout
+  stats = json.load(open(tmp_path / "out" / "stats.json"))
+  assert (stats["train"]["rows"], stats["eval"]["rows"]) == (3, 2)
+  assert (stats["skipped_rows"], stats["eval_skipped_rows"]) == (0, 1)
+  assert stats["eval_source"] == str(later)
+  assert stats["eval_files"] == ["eval-00000-of-00001.tfrecord"]
+  evals = _read_examples(str(tmp_path / "out" / stats["eval_files"][0]))
+  assert [_value(e, "item") for e in evals] == [[b"d"], [b"f"]]
+  assert [_value(e, "price") for e in evals] == [[4.0], [6.0]]
+
+
+def test_an_eval_input_without_rows_is_an_error(tmp_path):
+  schema = schema_lib.Schema.from_dict({
+      "sparse_features": [{"name": "item", "dtype": "string",
+                           "hash_buckets": 5}],
+      "tasks": [{"name": "y"}]})
+  writer = records.DatasetWriter(schema, str(tmp_path / "out"), 1,
+                                 separate_eval=True)
+  train, later = tmp_path / "train.csv", tmp_path / "later.csv"
+  train.write_text("y,item\n1,a\n")
+  later.write_text("y,item\n")
+  csv_to_tfrecord.convert_delimited(str(train), schema, writer, ",")
+  with pytest.raises(records.BadInputError, match=re.escape(
+      f"{later}: no row to convert (the file holds no data rows).")):
+    csv_to_tfrecord.convert_delimited(str(later), schema, writer, ",",
+                                      split="eval")
+  writer.abort()
+
+
+def test_criteo_eval_input(tmp_path, shared_data):
+  lines = _criteo_lines(shared_data, 60)
+  train, later = tmp_path / "train.txt", tmp_path / "day_23.txt"
+  train.write_text("\n".join(lines[:40]) + "\n")
+  lines[45] = "x" + lines[45][1:]  # label "x": line 6 of the eval file
+  later.write_text("\n".join(lines[40:]) + "\n")
+  flags = [f"--input={train}", f"--eval_input={later}",
+           f"--output_dir={tmp_path}/out", "--num_shards=1"]
+  result = _run("data.criteo_to_tfrecord", *flags)
+  assert result.returncode == 1
+  assert f"error: {later}, line 6: column 'label'" in result.stderr
+  result = _run("data.criteo_to_tfrecord", *flags, "--skip_bad_rows")
+  assert result.returncode == 0, result.stderr
+  stats = json.load(open(tmp_path / "out" / "stats.json"))
+  assert (stats["train"]["rows"], stats["eval"]["rows"]) == (40, 19)
+  assert (stats["skipped_rows"], stats["eval_skipped_rows"]) == (0, 1)
