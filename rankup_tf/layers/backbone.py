@@ -400,22 +400,33 @@ class SparseMoEFFN(tf.keras.layers.Layer):
 
 
 def _make_ffn(expansion, activation, num_experts, moe_l1_penalty,
-              implementation, name):
+              implementation, kernel_l2, name):
   if num_experts:
     return SparseMoEFFN(num_experts, expansion, moe_l1_penalty,
                         implementation=implementation, activation=activation,
-                        name=name)
+                        kernel_l2=kernel_l2, name=name)
   return PerTokenFFN(expansion, activation, implementation=implementation,
-                     name=name)
+                     kernel_l2=kernel_l2, name=name)
 
 
 class _Block(tf.keras.layers.Layer):
-  """A token mixer and a per-token FFN with residuals and LayerNorms."""
+  """A token mixer and a per-token FFN with residuals and LayerNorms.
+
+  Args:
+    expansion, activation: the per-token FFN's (see `PerTokenFFN`).
+    num_experts: 0 for a `PerTokenFFN`, E > 0 for a `SparseMoEFFN`.
+    moe_l1_penalty: the MoE's `l1_penalty`.
+    layer_norm_epsilon: of both LayerNorms.
+    implementation: the FFN's (see `PerTokenFFN`).
+    dropout: rate of the dropout (training only) on the token mixer's and
+      the FFN's outputs, before each residual add.
+    kernel_l2: the FFN's L2 coefficient on its weight matrices.
+  """
 
   def __init__(self, expansion: int = 4, activation: str = "gelu",
                num_experts: int = 0, moe_l1_penalty: float = 1e-3,
                layer_norm_epsilon: float = 1e-6, implementation: str = "auto",
-               **kwargs):
+               dropout: float = 0.0, kernel_l2: float = 0.0, **kwargs):
     super().__init__(**kwargs)
     self.expansion = expansion
     self.activation = activation
@@ -423,9 +434,12 @@ class _Block(tf.keras.layers.Layer):
     self.moe_l1_penalty = moe_l1_penalty
     self.layer_norm_epsilon = layer_norm_epsilon
     self.implementation = implementation
+    self.dropout = dropout
+    self.kernel_l2 = kernel_l2
     self.mixer = TokenMixing(name="token_mixing")
     self.ffn = _make_ffn(expansion, activation, num_experts, moe_l1_penalty,
-                         implementation, name="ffn")
+                         implementation, kernel_l2, name="ffn")
+    self._dropout = maybe_dropout(dropout, name="dropout")
     self.norm1 = tf.keras.layers.LayerNormalization(
         epsilon=layer_norm_epsilon, name="norm1")
     self.norm2 = tf.keras.layers.LayerNormalization(
@@ -445,19 +459,24 @@ class _Block(tf.keras.layers.Layer):
   def _forward(self, x, training) -> Tuple[tf.Tensor, tf.Tensor]:
     raise NotImplementedError
 
+  def _drop(self, x, training):
+    """Drop(x): dropout while training, identity otherwise or at rate 0."""
+    return x if self._dropout is None else self._dropout(x, training=training)
+
   def get_config(self):
     return dict(super().get_config(), expansion=self.expansion,
                 activation=self.activation, num_experts=self.num_experts,
                 moe_l1_penalty=self.moe_l1_penalty,
                 layer_norm_epsilon=self.layer_norm_epsilon,
-                implementation=self.implementation)
+                implementation=self.implementation, dropout=self.dropout,
+                kernel_l2=self.kernel_l2)
 
 
 @tf.keras.utils.register_keras_serializable("rankup_tf")
 class RankMixerBlock(_Block):
   """RankMixer's post-LN block (GELU per-token FFN by default):
 
-      S = LN(TM(X) + X);    X' = LN(PFFN(S) + S)
+      S = LN(Drop(TM(X)) + X);    X' = LN(Drop(PFFN(S)) + S)
 
   Example:
 
@@ -468,15 +487,16 @@ class RankMixerBlock(_Block):
   """
 
   def _forward(self, x, training):
-    s = self.norm1(self.mixer(x) + x)
-    return s, self.norm2(self.ffn(s, training=training) + s)
+    s = self.norm1(self._drop(self.mixer(x), training) + x)
+    return s, self.norm2(
+        self._drop(self.ffn(s, training=training), training) + s)
 
 
 @tf.keras.utils.register_keras_serializable("rankup_tf")
 class RankUpBlock(_Block):
   """RankUp's pre-LN block with a SwiGLU per-token FFN:
 
-      S = TM(LN(X)) + X;    X' = PFFN(LN(S)) + S
+      S = Drop(TM(LN(X))) + X;    X' = Drop(PFFN(LN(S))) + S
 
   Example:
 
@@ -491,8 +511,9 @@ class RankUpBlock(_Block):
     super().__init__(expansion=expansion, activation=activation, **kwargs)
 
   def _forward(self, x, training):
-    s = self.mixer(self.norm1(x)) + x
-    return s, self.ffn(self.norm2(s), training=training) + s
+    s = self._drop(self.mixer(self.norm1(x)), training) + x
+    return s, self._drop(self.ffn(self.norm2(s), training=training),
+                         training) + s
 
 
 BLOCKS: Dict[str, type] = {"rankmixer": RankMixerBlock, "rankup": RankUpBlock}

@@ -68,7 +68,7 @@ class MultiEmbedding(tf.keras.layers.Layer):
   columns are its own embeddings): one gather and one sparse update serve
   them all, with the math of separate tables, since every optimizer here
   updates each element on its own. Rows are initialized from a truncated
-  normal of stddev 1/sqrt(dim) (the default of
+  normal of stddev init_scale/sqrt(dim) (at init_scale 1, the default of
   `tf.tpu.experimental.embedding.TableConfig`).
 
   Example:
@@ -85,17 +85,30 @@ class MultiEmbedding(tf.keras.layers.Layer):
     features: the sparse fields (`schema.SparseFeature`s or their dicts).
     view_dims: embedding dim of each view; K = len(view_dims) >= 1.
     view_features: names of the fields each view covers (default: all).
+    init_scale: multiplier (>= 0) on the initializer's stddev; 0 gives
+      all-zero tables.
+    l2: with training=True, adds the layer loss
+      l2 * (sum of the squared values of every row looked up) / B. It is
+      computed from the gathered rows, so the tables' gradients stay
+      sparse (`IndexedSlices`) and rows not looked up are not decayed.
   Call:
     a dict name -> int64 ids [B] (or RaggedTensor [B, None] for multivalent
-    fields). Returns a list of K tensors [B, M_k, d_k], fields in
-    `view_features[k]` order.
+    fields), and `training`. Returns a list of K tensors [B, M_k, d_k],
+    fields in `view_features[k]` order.
   """
 
   def __init__(self, features: Sequence[FeatureSpec],
                view_dims: Sequence[int],
                view_features: Optional[Sequence[Sequence[str]]] = None,
-               **kwargs):
+               init_scale: float = 1.0, l2: float = 0.0, **kwargs):
     super().__init__(**kwargs)
+    if not (math.isfinite(init_scale) and init_scale >= 0):
+      raise ValueError(f"MultiEmbedding: init_scale must be >= 0, got "
+                       f"{init_scale}.")
+    if not (math.isfinite(l2) and l2 >= 0):
+      raise ValueError(f"MultiEmbedding: l2 must be >= 0, got {l2}.")
+    self.init_scale = float(init_scale)
+    self.l2 = float(l2)
     self.features = [_as_feature(f) for f in features]
     self.view_dims = [int(d) for d in view_dims]
     if not self.view_dims:
@@ -141,7 +154,7 @@ class MultiEmbedding(tf.keras.layers.Layer):
           stack.name, [stack.rows, dim * len(stack.views)], dtype=tf.float32,
           experimental_autocast=False,  # embeddings stay float32
           initializer=tf.keras.initializers.TruncatedNormal(
-              stddev=1 / math.sqrt(dim)))
+              stddev=self.init_scale / math.sqrt(dim)))
     super().build(input_shape)
 
   @property
@@ -158,11 +171,14 @@ class MultiEmbedding(tf.keras.layers.Layer):
     return [part for table in self.tables.values()
             for part in getattr(table, "variables", [table])]
 
-  def call(self, inputs: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
+  def call(self, inputs: Dict[str, tf.Tensor], training=None
+           ) -> List[tf.Tensor]:
     missing = [f.name for f in self.features if f.name not in inputs]
     if missing:
       raise KeyError(f"MultiEmbedding {self.name!r}: inputs lack the sparse "
                      f"feature(s) {missing}.")
+    # Sums of squares of the looked-up rows, for the L2 loss.
+    squares = [] if training and self.l2 else None
     pieces = [[] for _ in self.view_dims]  # per view: (fields, [B, m, d])
     for stack in self._stacks:
       table = self.tables[stack.name]
@@ -171,12 +187,15 @@ class MultiEmbedding(tf.keras.layers.Layer):
       if single:  # every univalent field of the table in one gather
         ids = tf.stack([tf.cast(inputs[n], tf.int64) + o
                         for n, o in single], axis=1)
-        _add_by_view(pieces, stack, [n for n, _ in single],
-                     gather(table, ids))
+        rows = gather(table, ids)
+        if squares is not None:
+          squares.append(tf.reduce_sum(tf.square(rows)))
+        _add_by_view(pieces, stack, [n for n, _ in single], rows)
       for name, offset in zip(stack.fields, stack.offsets):
         if self._by_name[name].multivalent:
           _add_by_view(pieces, stack, [name], _pooled(
-              table, inputs[name], offset, stack.combiner)[:, tf.newaxis])
+              table, inputs[name], offset, stack.combiner,
+              squares)[:, tf.newaxis])
     views = []
     for fields, view_pieces in zip(self.view_features, pieces):
       order = [name for names, _ in view_pieces for name in names]
@@ -187,12 +206,16 @@ class MultiEmbedding(tf.keras.layers.Layer):
         # them again (a slice and a gradient per field).
         view = tf.gather(view, [order.index(n) for n in fields], axis=1)
       views.append(view)
+    if squares is not None:
+      batch = tf.cast(tf.shape(views[0])[0], tf.float32)
+      self.add_loss(self.l2 * tf.add_n(squares) / tf.maximum(batch, 1.0))
     return views
 
   def get_config(self):
     return dict(super().get_config(),
                 features=[dataclasses.asdict(f) for f in self.features],
-                view_dims=self.view_dims, view_features=self.view_features)
+                view_dims=self.view_dims, view_features=self.view_features,
+                init_scale=self.init_scale, l2=self.l2)
 
 
 def _add_by_view(pieces, stack: _Stack, names: List[str],
@@ -220,12 +243,16 @@ def gather(table, ids: tf.Tensor) -> tf.Tensor:
   return tf.nn.embedding_lookup(table, ids)
 
 
-def _pooled(table, ids: tf.RaggedTensor, offset: int,
-            combiner: str) -> tf.Tensor:
-  """[B, d]: the rows of each example's ids, pooled by `combiner`."""
+def _pooled(table, ids: tf.RaggedTensor, offset: int, combiner: str,
+            squares: Optional[List[tf.Tensor]] = None) -> tf.Tensor:
+  """[B, d]: the rows of each example's ids, pooled by `combiner`; appends
+  the sum of the rows' squares to `squares` if given."""
   if not isinstance(ids, tf.RaggedTensor):
     ids = tf.RaggedTensor.from_tensor(ids)
-  rows = ids.with_flat_values(gather(table, ids.flat_values + offset))
+  flat_rows = gather(table, ids.flat_values + offset)
+  if squares is not None:
+    squares.append(tf.reduce_sum(tf.square(flat_rows)))
+  rows = ids.with_flat_values(flat_rows)
   total = tf.reduce_sum(rows, axis=1)
   if combiner == "sum":
     return total

@@ -46,8 +46,10 @@ class RankingModel(tfrs.Model):
   `tfrs.tasks.Ranking` with a summed binary cross-entropy; the loss divides
   by the *global* batch size, so gradients summed across replicas of a
   distribution strategy equal those of one replica on the whole batch.
-  Layer losses (e.g. the MoE penalty) are divided by the replica count for
-  the same reason.
+  Layer losses (the MoE penalty, and the config's `dense_l2` kernel L2 and
+  `embedding_l2` looked-up-row L2) are divided by the replica count for the
+  same reason. With either L2 on, training logs `regularization_loss`:
+  everything the step adds to the task losses (layer losses included).
 
   Subclasses set `self.embedding` (a MultiEmbedding): its tables are the
   `embedding_variables` a separate sparse optimizer trains.
@@ -78,11 +80,17 @@ class RankingModel(tfrs.Model):
             name=f"{t}_task")
         for t in schema.task_names}
     self.loss_tracker = tf.keras.metrics.Mean(name="loss")
+    # Only a regularized model logs it, so the unregularized logs stay as
+    # they were.
+    self.regularization_tracker = (
+        tf.keras.metrics.Mean(name="regularization_loss")
+        if config.dense_l2 or config.embedding_l2 else None)
 
   def _embedding_stage(self, view_dims, view_features=None):
     self.embedding = embedding_lib.MultiEmbedding(
         self.schema.sparse_features, view_dims, view_features,
-        name="embedding")
+        init_scale=self.config.embedding_init_scale,
+        l2=self.config.embedding_l2, name="embedding")
 
   def flat_inputs(self, dense: Dict[str, tf.Tensor],
                   embeddings: tf.Tensor) -> tf.Tensor:
@@ -117,15 +125,18 @@ class RankingModel(tfrs.Model):
 
   def call(self, features: Dict[str, tf.Tensor], training=None
            ) -> Dict[str, tf.Tensor]:
-    views = self.embedding(features)
+    views = self.embedding(features, training=training)
     interact = getattr(self, "_interact", self.interact)
     return interact(views, self.dense_inputs(features), training=training)
 
   # -- training -------------------------------------------------------------
   @property
   def metrics(self):
-    return [self.loss_tracker] + [m for task in self.tasks.values()
-                                  for m in task.metrics]
+    trackers = [self.loss_tracker]
+    if self.regularization_tracker is not None:
+      trackers.append(self.regularization_tracker)
+    return trackers + [m for task in self.tasks.values()
+                       for m in task.metrics]
 
   @property
   def embedding_variables(self):
@@ -174,7 +185,8 @@ class RankingModel(tfrs.Model):
                          tf.keras.mixed_precision.LossScaleOptimizer)
     with tf.GradientTape() as tape:
       task_loss = self.compute_loss(inputs, training=True)
-      loss = task_loss + self._layer_loss()
+      layer_loss = self._layer_loss()
+      loss = task_loss + layer_loss
       if scaling:
         loss = self.optimizer.get_scaled_loss(loss)
     gradients = tape.gradient(loss, self.trainable_variables)
@@ -187,11 +199,16 @@ class RankingModel(tfrs.Model):
           [g for g in gradients if g is not None]))
     self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
     self._track_loss(task_loss, healthy)
+    if self.regularization_tracker is not None:
+      replicas = tf.distribute.get_strategy().num_replicas_in_sync
+      self.regularization_tracker.update_state(layer_loss * replicas)
     return {m.name: m.result() for m in self.metrics}
 
   def test_step(self, inputs):
     self._track_loss(self.compute_loss(inputs, training=False))
-    return {m.name: m.result() for m in self.metrics}
+    # Evaluation adds no regularization: leave its tracker out of the logs.
+    return {m.name: m.result() for m in self.metrics
+            if m is not self.regularization_tracker}
 
   # -- reports --------------------------------------------------------------
   def build_from_schema(self) -> None:

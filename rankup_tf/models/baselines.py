@@ -2,7 +2,9 @@
 
 Each uses single embedding (one view of every sparse field), reads the same
 dense and pretrained inputs, and ends in the same per-task towers as
-RankMixer's readout, so comparisons change only the interaction part.
+RankMixer's readout, so comparisons change only the interaction part. The
+config's `dropout` follows every MLP hidden layer and `dense_l2` covers
+every kernel (MLPs, cross layers, towers), as in the token models.
 """
 
 from typing import Dict
@@ -10,14 +12,15 @@ from typing import Dict
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from rankup_tf.layers import backbone
 from rankup_tf.layers import heads
 from rankup_tf.models import base
 from rankup_tf.models import configs
 
 
-def _mlp(units, name):
+def _mlp(units, config: configs.ModelConfig, name):
   return tf.keras.Sequential(
-      [tf.keras.layers.Dense(u, activation="relu") for u in units], name=name)
+      heads.mlp_layers(units, config.dropout, config.dense_l2), name=name)
 
 
 class _VectorModel(base.RankingModel):
@@ -27,7 +30,8 @@ class _VectorModel(base.RankingModel):
     super().__init__(schema, config, **kwargs)
     self._embedding_stage([config.embedding_dim])
     self.towers = heads.TaskTowers(schema.task_names, config.tower_units,
-                                   name="towers")
+                                   dropout=config.dropout,
+                                   kernel_l2=config.dense_l2, name="towers")
 
   def representation(self, dense, embeddings, training) -> tf.Tensor:
     raise NotImplementedError
@@ -35,7 +39,7 @@ class _VectorModel(base.RankingModel):
   def interact(self, views, dense: Dict[str, tf.Tensor], training=None
                ) -> Dict[str, tf.Tensor]:
     vector = self.representation(dense, views[0], training)
-    return self.towers(vector[:, tf.newaxis])
+    return self.towers(vector[:, tf.newaxis], training=training)
 
 
 class DCNv2Model(_VectorModel):
@@ -53,16 +57,18 @@ class DCNv2Model(_VectorModel):
   def __init__(self, schema, config: configs.DCNv2Config, **kwargs):
     super().__init__(schema, config, **kwargs)
     self.cross_layers = [
-        tfrs.layers.dcn.Cross(projection_dim=config.projection_dim or None,
-                              name=f"cross{i + 1}")
+        tfrs.layers.dcn.Cross(
+            projection_dim=config.projection_dim or None,
+            kernel_regularizer=backbone.kernel_regularizer(config.dense_l2),
+            name=f"cross{i + 1}")
         for i in range(config.num_cross_layers)]
-    self.deep = _mlp(config.deep_units, "deep")
+    self.deep = _mlp(config.deep_units, config, "deep")
 
   def representation(self, dense, embeddings, training):
     x0 = x = self.flat_inputs(dense, embeddings)
     for cross in self.cross_layers:
       x = cross(x0, x)
-    return self.deep(x)
+    return self.deep(x, training=training)
 
 
 class DLRMModel(_VectorModel):
@@ -81,22 +87,24 @@ class DLRMModel(_VectorModel):
 
   def __init__(self, schema, config: configs.DLRMConfig, **kwargs):
     super().__init__(schema, config, **kwargs)
+    # Dropout after the hidden layers, not after the d-dim output that
+    # meets the embeddings in the dot products.
     self.bottom = tf.keras.Sequential(
-        [tf.keras.layers.Dense(u, activation="relu")
-         for u in config.bottom_units]
-        + [tf.keras.layers.Dense(config.embedding_dim, activation="relu")],
+        heads.mlp_layers(config.bottom_units, config.dropout, config.dense_l2)
+        + heads.mlp_layers([config.embedding_dim], 0.0, config.dense_l2),
         name="bottom")
     self.interaction = tfrs.layers.feature_interaction.DotInteraction(
         self_interaction=False, skip_gather=False, name="interaction")
-    self.top = _mlp(config.top_units, "top")
+    self.top = _mlp(config.top_units, config, "top")
 
   def representation(self, dense, embeddings, training):
     vector = self.dense_vector(dense)
     fields = tf.unstack(embeddings, axis=1)
     if vector is not None:
-      fields = [self.bottom(vector)] + fields
+      fields = [self.bottom(vector, training=training)] + fields
     interactions = self.interaction(fields)
-    return self.top(tf.concat([interactions] + fields[:1], axis=1))
+    return self.top(tf.concat([interactions] + fields[:1], axis=1),
+                    training=training)
 
 
 class DNNModel(_VectorModel):
@@ -113,7 +121,7 @@ class DNNModel(_VectorModel):
 
   def __init__(self, schema, config: configs.DNNConfig, **kwargs):
     super().__init__(schema, config, **kwargs)
-    self.mlp = _mlp(config.hidden_units, "mlp")
+    self.mlp = _mlp(config.hidden_units, config, "mlp")
 
   def representation(self, dense, embeddings, training):
-    return self.mlp(self.flat_inputs(dense, embeddings))
+    return self.mlp(self.flat_inputs(dense, embeddings), training=training)
