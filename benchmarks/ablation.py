@@ -1,25 +1,46 @@
-r"""The ablation ladder, effective-rank study and efficiency, on one dataset.
+r"""The ablation ladder, the paper's single-component ablation, an
+iso-compute RankUp, the effective-rank study and efficiency, on one dataset.
 
     python -m benchmarks.ablation --data_dir=/tmp/synthetic \
-        --output_dir=docs/results/synthetic --seeds=0,1,2 --epochs=1
+        --output_dir=docs/results/synthetic --seeds=0,1,2 --epochs=1 \
+        [--ablation=both|ladder|single]
 
-Trains, on the same data, batch, steps and seeds, the ladder
+Trains, on the same data, batch, steps and seeds, two sets of rows
+(token models share T, D, L and d):
 
-    DNN . DLRM . DCNv2 . RankMixer . + random permutation split
-    . + global token & multi-embedding . + crossed pretrained token
-    . + task tokens . full RankUp (+ pre-LN SwiGLU blocks)
+* the cumulative ladder (`--ablation=ladder`), each step adding one
+  component to the one before:
 
-(each step adds to the one before; token models share T, D, L), evaluates
-each on the whole eval split, and writes to --output_dir:
+      DNN . DLRM . DCNv2 . RankMixer . + random permutation split
+      . + global token & multi-embedding (K = 2 views)
+      . + crossed pretrained token (pretrained pairs only, still K = 2)
+      . + sparse cross tokens & third view (sparse pairs, K = 3)
+      . + task tokens . full RankUp (+ pre-LN SwiGLU blocks)
+
+  (the two cross rows appear when the schema has such pairs);
+* the paper's table (`--ablation=single`): RankMixer, each RankUp component
+  alone on top of it (random split; global token & multi-embedding;
+  crossed pretrained token; task tokens; pre-LN SwiGLU blocks), full RankUp,
+  and full RankUp at RankMixer's cost: FFN expansion k, embedding dim d and,
+  if k alone cannot get there, token dim D picked at start-up by a search
+  so its forward FLOPs/example, dense and embedding parameters are each
+  within --iso_tolerance of RankMixer's.
+
+`--ablation=both` (the default) runs both. Every row's config is checked
+against the schema (its model built) before the first run, so a row the
+schema rejects fails at once, by name. Each row is evaluated on the whole
+eval split, and --output_dir gets:
 
 * results.csv: one row per model, seed and task (AUC, GAUC, logloss,
   calibration, params, FLOPs/example, train examples/s, MFU);
-* results.md: mean +- std over seeds per model and task, with deltas
-  against RankMixer, and the efficiency table;
+* results.md: mean +- std over seeds per row and task with deltas against
+  RankMixer in AUC and in seed-std units and a verdict for each row, the
+  iso-compute setting, and the efficiency table;
+* iso_compute.json: the iso-compute search (every candidate considered);
 * erank.json / erank.png / erank_normalized.png / per_token_erank.png:
   token effective rank after every mixer and FFN for RankMixer, the random
-  split, multi-embedding and full RankUp (seed 0, a fixed eval batch);
-* auc.png: AUC per model with the seed spread.
+  split, multi-embedding and full RankUp (first seed, a fixed eval batch);
+* auc.png: AUC per row with the seed spread.
 
 MFU here is the achieved training FLOP/s (3x the profiled forward FLOPs per
 example, times examples/s) over the FLOP/s of a large float32 matmul
@@ -28,10 +49,10 @@ measured in the same process.
 
 import csv
 import dataclasses
-import gc
 import json
+import math
 import os
-import time
+import sys
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -41,136 +62,145 @@ from absl import flags
 import rankup_tf
 import tensorflow as tf
 
+from benchmarks import common
+from benchmarks.common import Row
 from rankup_tf import diagnostics
-from rankup_tf import models
-from trainer import config as config_lib
-from trainer import train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", None, "A converter's output (schema.json, "
-                    "stats.json, train-*, eval-*).")
-flags.DEFINE_string("output_dir", None, "Where the results go.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (>= 3 for real runs).")
-flags.DEFINE_list("models", [], "Ladder rows to run (default: all).")
-flags.DEFINE_integer("epochs", 1, "Passes over the training data.")
-flags.DEFINE_integer("train_steps", 0, "Steps per run (overrides epochs).")
-flags.DEFINE_integer("global_batch_size", 1024, "Batch size.")
-flags.DEFINE_integer("num_tokens", 16, "T of every token model.")
-flags.DEFINE_integer("token_dim", 64, "D of every token model.")
-flags.DEFINE_integer("num_layers", 2, "L of every token model.")
-flags.DEFINE_integer("embedding_dim", 16, "d of every model.")
-flags.DEFINE_float("dense_learning_rate", 1e-3, "Dense learning rate.")
-flags.DEFINE_boolean("resume", True, "Keep the (row, seed) runs already in "
-                     "<output_dir>/summaries.json and run only the rest.")
-flags.mark_flags_as_required(["data_dir", "output_dir"])
 
 ERANK_MODELS = ("rankmixer", "random_split", "global_multi_embedding",
                 "full_rankup")
+ISO_ROW = "iso_rankup"
+COST_KEYS = ("flops_per_example", "dense", "embedding")
+# |delta| / seed std below WEAK is noise; at or above STRONG, a clear
+# difference; between, a likely one.
+WEAK, STRONG = 1.0, 2.0
 
 
-def ladder(schema: rankup_tf.Schema, t: int, d: int, layers: int,
-           emb: int) -> List[Tuple[str, str, models.ModelConfig, str]]:
-  """(row name, model, config, label) of every ladder row for a schema."""
-  token = dict(num_tokens=t, token_dim=d, num_layers=layers,
-               embedding_dim=emb)
-  sparse_crosses = any(schema.cross_kind(p) == "sparse"
-                       for p in schema.crosses)
-  mixer_block = dict(block="rankmixer", ffn_activation="gelu")
-  rows = [
-      ("dnn", "dnn", models.DNNConfig(embedding_dim=emb), "DNN"),
-      ("dlrm", "dlrm", models.DLRMConfig(embedding_dim=emb), "DLRM"),
-      ("dcnv2", "dcnv2", models.DCNv2Config(embedding_dim=emb), "DCNv2"),
-      ("rankmixer", "rankmixer", models.RankMixerConfig(**token),
-       "RankMixer"),
-      ("random_split", "rankup", models.RankUpConfig(
-          **token, num_embedding_views=1, global_token=False,
-          cross_tokens=False, task_tokens=False, **mixer_block),
-       "+ random permutation split"),
-      ("global_multi_embedding", "rankup", models.RankUpConfig(
-          **token, num_embedding_views=2, cross_tokens=False,
-          task_tokens=False, **mixer_block),
-       "+ global token & multi-embedding"),
-  ]
-  if schema.crosses:
-    rows.append(("crossed", "rankup", models.RankUpConfig(
-        **token, num_embedding_views=3 if sparse_crosses else 2,
-        task_tokens=False, **mixer_block), "+ crossed pretrained token"))
-  views = 3 if sparse_crosses else 2
-  rows += [
-      ("task_tokens", "rankup", models.RankUpConfig(
-          **token, num_embedding_views=views, **mixer_block),
-       "+ task tokens"),
-      ("full_rankup", "rankup", models.RankUpConfig(
-          **token, num_embedding_views=views), "full RankUp (+ pre-LN SwiGLU)"),
-  ]
-  return rows
+def rows_for(schema: rankup_tf.Schema, token: Dict, ablation: str
+             ) -> List[Row]:
+  """The rows of --ablation (ladder, single or both), without the
+  iso-compute row (which needs the others' costs)."""
+  ladder = common.ladder(schema, token)
+  single = ([common.rankmixer_row(token)]
+            + common.single_component_rows(schema, token)
+            + [common.full_rankup_row(schema, token)])
+  if ablation == "ladder":
+    return ladder
+  if ablation == "single":
+    return single
+  names = {r.name for r in ladder}
+  return ladder + [r for r in single if r.name not in names]
 
 
-def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
-  """FLOP/s of a size x size float32 matmul on this machine, now."""
-  a = tf.random.normal([size, size])
-  b = tf.random.normal([size, size])
-  matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-  matmul().numpy()
-  start = time.perf_counter()
-  for _ in range(repeats):
-    matmul().numpy()
-  return 2 * size ** 3 * repeats / (time.perf_counter() - start)
+def _resized(config, width: int, dim: int, expansion: int):
+  return dataclasses.replace(config, token_dim=width, embedding_dim=dim,
+                             ffn_expansion=expansion)
 
 
-def _erank_of_run(model_dir: str) -> Dict:
-  history = json.load(open(os.path.join(model_dir, "erank.json")))
-  return history[-1]
+def _deviation(cost: Dict, reference: Dict) -> float:
+  """The largest relative difference over FLOPs, dense and embedding
+  parameters."""
+  return max(abs(cost[k] / reference[k] - 1) for k in COST_KEYS)
 
 
-def run_one(name, model, config, seed) -> Dict:
-  """Trains one ladder row with one seed; returns its summary."""
-  model_dir = os.path.join(FLAGS.output_dir, "runs", f"{name}_seed{seed}")
-  if tf.io.gfile.exists(model_dir):
-    tf.io.gfile.rmtree(model_dir)
-  schema_path = os.path.join(FLAGS.data_dir, "schema.json")
-  if model in ("rankup", "rankmixer"):
-    config = dataclasses.replace(config, **(
-        {"permutation_seed": seed} if model == "rankup" else {}))
-  run_config = config_lib.TrainConfig(
-      train_files=os.path.join(FLAGS.data_dir, "train-*"),
-      eval_files=os.path.join(FLAGS.data_dir, "eval-*"),
-      schema=schema_path, model_dir=model_dir, model=model,
-      model_config=config, global_batch_size=FLAGS.global_batch_size,
-      train_steps=FLAGS.train_steps, epochs=FLAGS.epochs, seed=seed,
-      dense_learning_rate=FLAGS.dense_learning_rate,
-      checkpoint_every_n_steps=10 ** 6,
-      erank_every_n_steps=(10 ** 9 if model in ("rankup", "rankmixer")
-                           and seed == int(FLAGS.seeds[0]) else 0))
-  summary = train.run(run_config)  # --strategy=auto
-  if run_config.erank_every_n_steps:
-    summary["erank"] = _erank_of_run(model_dir)
-  # Keep the run's configs, metrics and logs; its checkpoints are not
-  # needed by the study and hold the large embedding tables.
-  tf.io.gfile.rmtree(os.path.join(model_dir, "checkpoints"))
-  tf.keras.backend.clear_session()
-  gc.collect()
+def iso_compute_row(schema: rankup_tf.Schema, full: Row, full_cost: Dict,
+                    reference: Dict, tolerance: float) -> Tuple[Row, Dict]:
+  """Full RankUp resized to the reference's (RankMixer's) cost.
+
+  Embedding parameters are linear in d (every view has d), so d is the
+  integer nearest the reference's. FLOPs and dense parameters are affine in
+  the FFN expansion k (only the FFN width depends on it), so two builds per
+  (D, d) give every k. D (a multiple of T) is searched outward from the
+  shared D and the search stops at the first D that has a setting within
+  tolerance: D changes only when k and d alone cannot match.
+  """
+  c = full.config
+  per_dim = full_cost["embedding"] / c.embedding_dim
+  target = reference["embedding"] / per_dim
+  dims = sorted({max(1, math.floor(target)), max(1, math.ceil(target))})
+  widths = sorted(range(c.num_tokens, 2 * c.token_dim + 1, c.num_tokens),
+                  key=lambda w: (abs(w - c.token_dim), w))
+  expansions = range(1, 2 * c.ffn_expansion + 1)
+  candidates = []
+  for width in widths:
+    for dim in dims:
+      at = [common.build(schema, full._replace(
+          config=_resized(c, width, dim, k))) for k in (1, 2)]
+      for k in expansions:
+        cost = {key: at[0][key] + (k - 1) * (at[1][key] - at[0][key])
+                for key in COST_KEYS}
+        candidates.append({"token_dim": width, "embedding_dim": dim,
+                           "ffn_expansion": k, "estimated_cost": cost,
+                           "deviation": _deviation(cost, reference)})
+    if min(x["deviation"] for x in candidates) <= tolerance:
+      break
+  best = min(candidates, key=lambda x: x["deviation"])
+  config = _resized(c, best["token_dim"], best["embedding_dim"],
+                    best["ffn_expansion"])
+  row = Row(ISO_ROW, "rankup", config, "full RankUp at RankMixer's cost")
+  cost = common.build(schema, row)
+  deviation = _deviation(cost, reference)
+  return row, {
+      "setting": {k: best[k] for k in ("token_dim", "embedding_dim",
+                                       "ffn_expansion")},
+      "cost": cost, "reference": reference, "full_rankup": full_cost,
+      "deviation": deviation, "tolerance": tolerance,
+      "within_tolerance": deviation <= tolerance, "candidates": candidates}
+
+
+def run_one(setup: common.Setup, row: Row, seed: int) -> Dict:
+  """Trains one row with one seed on train-*, evaluated on eval-*."""
+  model_dir = os.path.join(setup.output_dir, "runs", f"{row.name}_seed{seed}")
+  erank = (row.model in ("rankup", "rankmixer")
+           and seed == setup.seeds[0])
+  config = common.train_config(
+      setup, row, seed, model_dir,
+      train_files=os.path.join(setup.data_dir, "train-*"),
+      eval_files=os.path.join(setup.data_dir, "eval-*"),
+      erank_every_n_steps=10 ** 9 if erank else 0)
+  summary = common.run(config)
+  if erank:
+    with open(os.path.join(model_dir, "erank.json")) as f:
+      summary["erank"] = json.load(f)[-1]
   return summary
 
 
-def _mean_std(values: List[float]) -> str:
-  values = [v for v in values if v == v]  # drop NaN
-  if not values:
-    return "n/a"
-  return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
+def verdict(delta: float, z: float, seeds: int) -> str:
+  """A row against RankMixer, from the difference in seed-std units."""
+  if seeds < 2 or z != z:
+    return "n/a (one seed)" if seeds < 2 else "n/a"
+  if abs(z) < WEAK:
+    return "within noise"
+  word = "gain" if delta > 0 else "loss"
+  return word if abs(z) >= STRONG else f"likely {word}"
 
 
-def write_tables(rows, summaries, peak, output_dir) -> None:
+def _versus(values: List[float], reference: List[float]) -> Tuple[float,
+                                                                   float]:
+  """(mean difference, difference in pooled seed-std units)."""
+  values, reference = common.finite(values), common.finite(reference)
+  if not values or not reference:
+    return float("nan"), float("nan")
+  delta = float(np.mean(values) - np.mean(reference))
+  spread = math.sqrt((np.var(values) + np.var(reference)) / 2)
+  if spread == 0:  # identical seeds: any difference is all signal
+    return delta, math.copysign(math.inf, delta) if delta else 0.0
+  return delta, delta / spread
+
+
+def write_tables(rows: List[Row], summaries: Dict, peak: float,
+                 output_dir: str, iso: Dict) -> None:
   """results.csv and results.md."""
   tasks = list(next(iter(summaries.values()))[0]["eval"])
   records = []
-  for name, _, _, label in rows:
-    for summary in summaries.get(name, []):
+  for row in rows:
+    for summary in summaries.get(row.name, []):
       flops = summary["flops_per_example"]
       rate = summary["train_examples_per_sec"]
       for task, values in summary["eval"].items():
         records.append({
-            "row": name, "label": label, "seed": summary["seed"],
+            "row": row.name, "label": row.label, "seed": summary["seed"],
             "task": task, "auc": values["auc"],
             "gauc": values.get("gauc", float("nan")),
             "logloss": values["logloss"],
@@ -187,34 +217,74 @@ def write_tables(rows, summaries, peak, output_dir) -> None:
   def metric(name, task, key):
     return [r[key] for r in records if r["row"] == name and r["task"] == task]
 
-  lines = []
-  for task in tasks:
-    base = np.mean(metric("rankmixer", task, "auc")) if summaries.get(
-        "rankmixer") else float("nan")
-    lines += [f"### Task `{task}`", "",
-              "| model | AUC | ΔAUC vs RankMixer | GAUC | logloss |",
-              "|---|---|---|---|---|"]
-    for name, _, _, label in rows:
-      if name not in summaries:
-        continue
-      aucs = metric(name, task, "auc")
-      delta = np.mean(aucs) - base
-      lines.append(f"| {label} | {_mean_std(aucs)} | "
-                   f"{delta:+.4f} | {_mean_std(metric(name, task, 'gauc'))} "
-                   f"| {_mean_std(metric(name, task, 'logloss'))} |")
+  single = [r for r in rows if r.name.startswith("only_")
+            or r.name == ISO_ROW]
+  references = [r for r in rows if r.name in ("rankmixer", "full_rankup")]
+  ladder = [r for r in rows if r not in single]
+  sections = []
+  if len(ladder) > len(references):
+    sections.append(("Ladder", ladder))
+  if single:
+    sections.append(("Each component alone on top of RankMixer",
+                     references[:1] + [r for r in single if r.name != ISO_ROW]
+                     + references[1:] + [r for r in single
+                                         if r.name == ISO_ROW]))
+  lines = [f"Δ/σ: the difference of means over the pooled seed std; "
+           f"|Δ/σ| < {WEAK:g}: within noise, < {STRONG:g}: likely, "
+           "else a clear gain or loss.", ""]
+  for title, section in sections:
+    for task in tasks:
+      reference_auc = metric("rankmixer", task, "auc")
+      reference_gauc = metric("rankmixer", task, "gauc")
+      lines += [f"### {title}: task `{task}`", "",
+                "| model | AUC | ΔAUC vs RankMixer | Δ/σ | verdict | GAUC "
+                "| ΔGAUC | Δ/σ | logloss |", "|---|---|---|---|---|---|---|"
+                "---|---|"]
+      for row in section:
+        if row.name not in summaries:
+          continue
+        aucs, gaucs = metric(row.name, task, "auc"), metric(row.name, task,
+                                                            "gauc")
+        delta, z = _versus(aucs, reference_auc)
+        gdelta, gz = _versus(gaucs, reference_gauc)
+        judged = ("reference" if row.name == "rankmixer"
+                  else verdict(delta, z, len(aucs)))
+        lines.append(
+            f"| {row.label} | {common.mean_std(aucs)} | {delta:+.4f} | "
+            f"{z:+.1f} | {judged} | "
+            f"{common.mean_std(gaucs)} | {gdelta:+.4f} | {gz:+.1f} | "
+            f"{common.mean_std(metric(row.name, task, 'logloss'))} |")
+      lines.append("")
+  if iso:
+    s = iso["setting"]
+    lines += ["### Iso-compute RankUp", "",
+              f"Full RankUp with D = {s['token_dim']}, d = "
+              f"{s['embedding_dim']}, FFN expansion k = "
+              f"{s['ffn_expansion']}: largest deviation from RankMixer "
+              f"{100 * iso['deviation']:.1f}% (tolerance "
+              f"{100 * iso['tolerance']:.0f}%"
+              + ("" if iso["within_tolerance"] else "; NOT within it: no "
+                 "candidate was") + ").", "",
+              "| model | FLOPs/example | dense params | embedding params |",
+              "|---|---|---|---|"]
+    for label, cost in (("RankMixer", iso["reference"]),
+                        ("full RankUp", iso["full_rankup"]),
+                        ("iso-compute RankUp", iso["cost"])):
+      lines.append(f"| {label} | {cost['flops_per_example']:,} | "
+                   f"{cost['dense']:,} | {cost['embedding']:,} |")
     lines.append("")
   lines += ["### Cost", "",
             f"Matmul peak measured in this run: {peak / 1e9:.1f} GFLOP/s "
             "(float32, 2048x2048).", "",
             "| model | dense params | embedding params | FLOPs/example "
             "(forward) | train examples/s | MFU |", "|---|---|---|---|---|---|"]
-  for name, _, _, label in rows:
-    if name not in summaries:
+  for row in rows:
+    if row.name not in summaries:
       continue
-    first = [r for r in records if r["row"] == name][0]
-    rates = [s["train_examples_per_sec"] for s in summaries[name]]
+    first = [r for r in records if r["row"] == row.name][0]
+    rates = [s["train_examples_per_sec"] for s in summaries[row.name]]
     mfu = [3 * first["flops_per_example"] * r / peak for r in rates]
-    lines.append(f"| {label} | {first['dense_params']:,} | "
+    lines.append(f"| {row.label} | {first['dense_params']:,} | "
                  f"{first['embedding_params']:,} | "
                  f"{first['flops_per_example']:,} | {np.mean(rates):,.0f} | "
                  f"{100 * np.mean(mfu):.1f}% |")
@@ -222,22 +292,24 @@ def write_tables(rows, summaries, peak, output_dir) -> None:
     f.write("\n".join(lines) + "\n")
 
 
-def write_plots(rows, summaries, output_dir) -> None:
+def write_plots(rows: List[Row], summaries: Dict, output_dir: str) -> None:
   """auc.png and the effective-rank plots."""
   import matplotlib
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
   tasks = list(next(iter(summaries.values()))[0]["eval"])
-  labels = [label for name, _, _, label in rows if name in summaries]
-  names = [name for name, _, _, _ in rows if name in summaries]
-  figure, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5),
-                              squeeze=False)
+  shown = [r for r in rows if r.name in summaries]
+  figure, axes = plt.subplots(1, len(tasks),
+                              figsize=(max(6, 0.5 * len(shown)) * len(tasks),
+                                       4.5), squeeze=False)
   for axis, task in zip(axes[0], tasks):
-    values = [[s["eval"][task]["auc"] for s in summaries[n]] for n in names]
-    axis.errorbar(range(len(names)), [np.mean(v) for v in values],
+    values = [common.finite(s["eval"][task]["auc"]
+                            for s in summaries[r.name]) for r in shown]
+    axis.errorbar(range(len(shown)), [np.mean(v) for v in values],
                   yerr=[np.std(v) for v in values], fmt="o", capsize=4)
-    axis.set_xticks(range(len(names)))
-    axis.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
+    axis.set_xticks(range(len(shown)))
+    axis.set_xticklabels([r.label for r in shown], rotation=35, ha="right",
+                         fontsize=8)
     axis.set_ylabel("eval AUC (mean ± std over seeds)")
     axis.set_title(task)
     axis.grid(alpha=0.3)
@@ -245,10 +317,9 @@ def write_plots(rows, summaries, output_dir) -> None:
   figure.savefig(os.path.join(output_dir, "auc.png"), dpi=110)
   plt.close(figure)
 
-  trajectories = {label: summaries[name][0]["erank"]
-                  for name, _, _, label in rows
-                  if name in summaries and "erank" in summaries[name][0]
-                  and name in ERANK_MODELS}
+  trajectories = {r.label: summaries[r.name][0]["erank"] for r in shown
+                  if r.name in ERANK_MODELS
+                  and "erank" in summaries[r.name][0]}
   if not trajectories:
     return
   with open(os.path.join(output_dir, "erank.json"), "w") as f:
@@ -271,42 +342,81 @@ def write_plots(rows, summaries, output_dir) -> None:
   plt.close(figure)
 
 
+def plan(setup: common.Setup, ablation: str, tolerance: float
+         ) -> Tuple[List[Row], Dict]:
+  """The rows to run, every one checked against the schema, and the
+  iso-compute search ({} without the single-component set)."""
+  schema = setup.schema()
+  rows = rows_for(schema, setup.token, ablation)
+  known = [r.name for r in rows] + ([ISO_ROW] if ablation != "ladder"
+                                    else [])
+  unknown = sorted(set(setup.models) - set(known))
+  if unknown:
+    raise app.UsageError(f"--models names unknown rows {unknown}; rows of "
+                         f"--ablation={ablation}: {known}")
+  wanted = set(setup.models or known)
+  iso = {}
+  if ISO_ROW in wanted:
+    # The iso row is sized from RankMixer's and full RankUp's costs.
+    needed = [r for r in rows if r.name in wanted
+              or r.name in ("rankmixer", "full_rankup")]
+  else:
+    needed = [r for r in rows if r.name in wanted]
+  costs = common.check_rows(setup, schema, needed)
+  if ISO_ROW in wanted:
+    full = next(r for r in rows if r.name == "full_rankup")
+    row, iso = iso_compute_row(schema, full, costs["full_rankup"],
+                               costs["rankmixer"], tolerance)
+    common.check_rows(setup, schema, [row])
+    rows.append(row)
+  return [r for r in rows if r.name in wanted], iso
+
+
 def main(argv):
   del argv
-  tf.io.gfile.makedirs(FLAGS.output_dir)
-  schema = rankup_tf.Schema.load(os.path.join(FLAGS.data_dir, "schema.json"))
-  rows = ladder(schema, FLAGS.num_tokens, FLAGS.token_dim, FLAGS.num_layers,
-                FLAGS.embedding_dim)
-  if FLAGS.models:
-    unknown = set(FLAGS.models) - {r[0] for r in rows}
-    if unknown:
-      raise app.UsageError(f"--models names unknown rows {sorted(unknown)}; "
-                           f"rows: {[r[0] for r in rows]}")
-    rows = [r for r in rows if r[0] in FLAGS.models]
-  peak = matmul_peak_flops()
+  setup = common.Setup.from_flags()
+  tf.io.gfile.makedirs(setup.output_dir)
+  try:
+    rows, iso = plan(setup, FLAGS.ablation, FLAGS.iso_tolerance)
+  except common.RowError as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
+  if iso:
+    with open(os.path.join(setup.output_dir, "iso_compute.json"), "w") as f:
+      json.dump(iso, f, indent=1)
+    print(f"iso-compute RankUp: {iso['setting']}, largest deviation "
+          f"{100 * iso['deviation']:.1f}%", flush=True)
+  peak = common.matmul_peak_flops()
   print(f"matmul peak: {peak / 1e9:.1f} GFLOP/s", flush=True)
   summaries: Dict[str, List[Dict]] = {}
-  summaries_path = os.path.join(FLAGS.output_dir, "summaries.json")
-  if FLAGS.resume and tf.io.gfile.exists(summaries_path):
+  summaries_path = os.path.join(setup.output_dir, "summaries.json")
+  if setup.resume and tf.io.gfile.exists(summaries_path):
     with open(summaries_path) as f:
       summaries = json.load(f)["runs"]
-  for name, model, config, label in rows:
-    for seed in FLAGS.seeds:
-      if any(s["seed"] == int(seed) for s in summaries.get(name, [])):
-        print(f"=== {label} (seed {seed}): kept from an earlier run ===")
+  for row in rows:
+    for seed in setup.seeds:
+      if any(s["seed"] == seed for s in summaries.get(row.name, [])):
+        print(f"=== {row.label} (seed {seed}): kept from an earlier run ===")
         continue
-      print(f"=== {label} (seed {seed}) ===", flush=True)
-      summary = run_one(name, model, config, int(seed))
-      summary["seed"] = int(seed)
-      summaries.setdefault(name, []).append(summary)
+      print(f"=== {row.label} (seed {seed}) ===", flush=True)
+      summary = run_one(setup, row, seed)
+      summary["seed"] = seed
+      summaries.setdefault(row.name, []).append(summary)
       with open(summaries_path, "w") as f:
         json.dump({"peak_flops": peak, "runs": summaries}, f, indent=1)
   summaries = {n: sorted(v, key=lambda s: s["seed"])
-               for n, v in summaries.items() if n in {r[0] for r in rows}}
-  write_tables(rows, summaries, peak, FLAGS.output_dir)
-  write_plots(rows, summaries, FLAGS.output_dir)
-  print(open(os.path.join(FLAGS.output_dir, "results.md")).read())
+               for n, v in summaries.items() if n in {r.name for r in rows}}
+  write_tables(rows, summaries, peak, setup.output_dir, iso)
+  write_plots(rows, summaries, setup.output_dir)
+  print(open(os.path.join(setup.output_dir, "results.md")).read())
 
 
 if __name__ == "__main__":
+  common.define_flags()
+  flags.DEFINE_enum("ablation", "both", ["ladder", "single", "both"],
+                    "ladder: the cumulative ladder; single: each component "
+                    "alone on RankMixer, full and iso-compute RankUp.")
+  flags.DEFINE_float("iso_tolerance", 0.1, "Largest relative difference "
+                     "of the iso-compute row's FLOPs, dense and embedding "
+                     "parameters from RankMixer's.")
   app.run(main)
