@@ -1,0 +1,353 @@
+r"""A fair comparison: every model tuned with the same budget, then seeds.
+
+    python -m benchmarks.tuning --data_dir=runs/criteo_8k \
+        --output_dir=runs/tuning_criteo --trials=10 --seeds=0,1,2 \
+        --epochs=5 --global_batch_size=256
+
+For each model of --models (default: DNN, DLRM, DCNv2, RankMixer and full
+RankUp, configured as in the ablation ladder with the same T, D, L, d):
+
+1. Tuning. --trials trials (default 10) over the dense learning rate
+   (log-uniform), dropout, dense_l2 and embedding_l2 (SEARCH_SPACE), each
+   a training run on the training shards but the last --validation_shards,
+   scored by the AUC of the schema's first task on those held-out training
+   shards. The eval split is never read while tuning. Every model gets the
+   same trials and, since trial n's sampler is seeded by (--tuning_seed, n),
+   the same random start-up points.
+2. Seeds. Each of --seeds trains on all training shards, at the defaults
+   (the model config's own, --dense_learning_rate) and at the best trial's
+   setting, and is evaluated on the eval split.
+
+--output_dir gets trials.json (the splits, the search space and every
+trial: setting, validation AUC, time), runs.json (the seed runs' summaries),
+results.csv (one line per model, setting, seed and task) and results.md
+(defaults and tuned side by side, mean +- std AUC and GAUC per task, the
+best setting per model). Each trial and run is written down when it ends;
+with --resume (the default) a rerun keeps them and runs only the rest (the
+seeding makes a resumed study propose what an uninterrupted one would).
+
+Tuning library: Optuna (TPE), picked over KerasTuner by measuring both in
+this venv (tf-keras 2.21, Keras 3.15 beside it):
+
+* KerasTuner 1.4.8 imports Keras 3, not tf-keras: a hypermodel returning a
+  tf-keras model is refused ("FatalTypeError: ... to return a valid Keras
+  Model instance"), so it cannot tune our models the way it is meant to.
+  Only a Tuner subclass overriding run_trial to call trainer.train.run
+  works, which uses KerasTuner as a bare trial loop; its Bayesian oracle
+  needs scipy besides. Import 3.5 s (it imports TensorFlow through Keras 3).
+* Optuna 5.0.0 knows no framework: a trial is a function around
+  trainer.train.run (worked at once, 2 trials of a 3-step DNN). Import
+  0.3 s. Trials can be replayed into a fresh study (`add_trial`), which is
+  what makes resuming exact. Installed size about 40 MB with its
+  dependencies (SQLAlchemy 29 MB, alembic, Mako, colorlog, PyYAML);
+  KerasTuner adds 1.4 MB but only because Keras 3 is already here.
+"""
+
+import csv
+import dataclasses
+import json
+import os
+import time
+import zlib
+from typing import Dict, List, Optional
+
+import numpy as np
+import optuna
+from absl import app
+from absl import flags
+
+import rankup_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+import tensorflow as tf
+
+from benchmarks import common
+from benchmarks.common import Row
+from trainer import callbacks as callbacks_lib
+from trainer import train
+
+FLAGS = flags.FLAGS
+
+DEFAULT_MODELS = ("dnn", "dlrm", "dcnv2", "rankmixer", "full_rankup")
+# dense_learning_rate is a TrainConfig field, the rest ModelConfig fields.
+# The L2 floors are small enough to be "off" (dense_l2 * sum(w^2) and
+# embedding_l2 * sum(looked-up rows^2) / B stay far below the loss there).
+SEARCH_SPACE = {
+    "dense_learning_rate": optuna.distributions.FloatDistribution(
+        1e-4, 1e-2, log=True),
+    "dropout": optuna.distributions.FloatDistribution(0.0, 0.3),
+    "dense_l2": optuna.distributions.FloatDistribution(1e-8, 1e-4, log=True),
+    "embedding_l2": optuna.distributions.FloatDistribution(1e-7, 1e-2,
+                                                           log=True),
+}
+SETTINGS = ("defaults", "tuned")
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+  trials: int = 10
+  validation_shards: int = 1
+  tuning_seed: int = 0
+
+
+def model_rows(setup: common.Setup) -> List[Row]:
+  schema = setup.schema()
+  rows = {r.name: r for r in common.ladder(schema, setup.token)}
+  names = setup.models or DEFAULT_MODELS
+  unknown = sorted(set(names) - set(rows))
+  if unknown:
+    raise app.UsageError(f"--models names unknown rows {unknown}; rows: "
+                         f"{sorted(rows)}")
+  return [rows[n] for n in names]
+
+
+def defaults(setup: common.Setup, row: Row) -> Dict[str, float]:
+  values = {k: getattr(row.config, k) for k in SEARCH_SPACE
+            if k != "dense_learning_rate"}
+  return dict(values, dense_learning_rate=setup.dense_learning_rate)
+
+
+def with_params(row: Row, params: Dict[str, float]):
+  """(the row at a setting, its TrainConfig overrides)."""
+  model_fields = {k: v for k, v in params.items()
+                  if k != "dense_learning_rate"}
+  return (row._replace(config=dataclasses.replace(row.config,
+                                                  **model_fields)),
+          {"dense_learning_rate": params["dense_learning_rate"]})
+
+
+def _count_records(paths: List[str]) -> int:
+  compression = "GZIP" if paths[0].endswith(".gz") else ""
+  dataset = tf.data.TFRecordDataset(paths, compression_type=compression)
+  return int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
+
+
+def splits(setup: common.Setup, validation_shards: int) -> Dict:
+  """Training shards for tuning, held-out training shards for validation
+  (the converters deal rows round-robin, so each shard is a random slice
+  of the training rows), and the eval shards the seeds are scored on."""
+  train_files = setup.files("train")
+  if len(train_files) <= validation_shards:
+    raise ValueError(
+        f"{setup.data_dir} has {len(train_files)} training shard(s); "
+        f"tuning holds out {validation_shards} for validation and needs at "
+        "least one more (convert with a larger --num_shards).")
+  with open(os.path.join(setup.data_dir, "stats.json")) as f:
+    rows = json.load(f)["train"]["rows"]
+  validation = train_files[-validation_shards:]
+  validation_rows = _count_records(validation)
+  return {"train": train_files[:-validation_shards],
+          "validation": validation, "eval": setup.files("eval"),
+          "train_rows": rows - validation_rows,
+          "validation_rows": validation_rows}
+
+
+def propose(history: List[Dict], number: int, budget: Budget
+            ) -> Dict[str, float]:
+  """Trial `number`'s setting: TPE over the finished trials, the sampler
+  seeded by (tuning seed, number) so a resumed study proposes what an
+  uninterrupted one would. Half the budget is random start-up trials (TPE's
+  default of 10 would make a 10-trial budget a random search)."""
+  sampler = optuna.samplers.TPESampler(
+      seed=zlib.crc32(f"{budget.tuning_seed}/{number}".encode()),
+      n_startup_trials=max(1, budget.trials // 2))
+  study = optuna.create_study(direction="maximize", sampler=sampler)
+  for trial in history:
+    study.add_trial(optuna.trial.create_trial(
+        params=trial["params"], distributions=SEARCH_SPACE,
+        value=trial["value"],
+        state=(optuna.trial.TrialState.COMPLETE if trial["value"] is not None
+               else optuna.trial.TrialState.FAIL)))
+  return study.ask(SEARCH_SPACE).params
+
+
+def _write(path: str, value) -> None:
+  """Whole or not at all: a killed session leaves the last good copy."""
+  with open(path + ".tmp", "w") as f:
+    json.dump(value, f, indent=1)
+  os.replace(path + ".tmp", path)
+
+
+def _load(path: str, resume: bool, default):
+  if resume and os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  return default
+
+
+def tune(setup: common.Setup, budget: Budget, row: Row, split: Dict,
+         log: Dict) -> Dict:
+  """Runs the row's missing trials; returns its best finished trial."""
+  path = os.path.join(setup.output_dir, "trials.json")
+  history = log["trials"].setdefault(row.name, [])
+  task = setup.schema().task_names[0]
+  steps = ({} if setup.train_steps else {
+      "steps_per_epoch": split["train_rows"] // setup.global_batch_size})
+  while len(history) < budget.trials:
+    number = len(history)
+    params = propose(history, number, budget)
+    tuned, overrides = with_params(row, params)
+    model_dir = os.path.join(setup.output_dir, "trials",
+                             f"{row.name}_trial{number:02d}")
+    print(f"=== {row.label}: trial {number} {params} ===", flush=True)
+    start = time.time()
+    try:
+      summary = common.run(common.train_config(
+          setup, tuned, budget.tuning_seed, model_dir,
+          train_files=",".join(split["train"]),
+          eval_files=",".join(split["validation"]), **overrides, **steps))
+      value, error = summary["eval"][task]["auc"], None
+    except (callbacks_lib.NaNLossError, train.TrainingError) as e:
+      value, error = None, str(e).splitlines()[0]
+    if value is not None and value != value:
+      value, error = None, "validation AUC undefined (one class)"
+    history.append({"number": number, "params": params, "value": value,
+                    "error": error, "seconds": round(time.time() - start, 1),
+                    "model_dir": model_dir})
+    _write(path, log)
+  finished = [t for t in history[:budget.trials] if t["value"] is not None]
+  if not finished:
+    raise RuntimeError(f"Every tuning trial of {row.name} failed; see "
+                       f"{path}.")
+  return max(finished, key=lambda t: t["value"])
+
+
+def seed_runs(setup: common.Setup, row: Row, setting: str,
+              params: Dict[str, float], runs: Dict) -> None:
+  """Trains the missing seeds of a row at a setting on all training
+  shards, evaluated on the eval split; runs made at another setting (the
+  study found a new best) are replaced."""
+  path = os.path.join(setup.output_dir, "runs.json")
+  done = runs.setdefault(row.name, {}).setdefault(setting, [])
+  done[:] = [s for s in done if s["params"] == params]
+  tuned, overrides = with_params(row, params)
+  for seed in setup.seeds:
+    if any(s["seed"] == seed for s in done):
+      print(f"=== {row.label} {setting} (seed {seed}): kept ===")
+      continue
+    print(f"=== {row.label} {setting} (seed {seed}) ===", flush=True)
+    summary = common.run(common.train_config(
+        setup, tuned, seed,
+        os.path.join(setup.output_dir, "runs",
+                     f"{row.name}_{setting}_seed{seed}"),
+        train_files=os.path.join(setup.data_dir, "train-*"),
+        eval_files=os.path.join(setup.data_dir, "eval-*"), **overrides))
+    done.append(dict(summary, seed=seed, params=params))
+    _write(path, runs)
+
+
+def _format(name: str, value: float) -> str:
+  return f"{value:.3g}" if name != "dropout" else f"{value:.2f}"
+
+
+def write_results(setup: common.Setup, budget: Budget, rows: List[Row],
+                  log: Dict, best: Dict[str, Dict], runs: Dict) -> None:
+  """results.csv and results.md."""
+  records = []
+  for row in rows:
+    for setting in SETTINGS:
+      for summary in sorted(runs[row.name][setting], key=lambda s: s["seed"]):
+        if summary["seed"] not in setup.seeds:
+          continue
+        for task, values in summary["eval"].items():
+          records.append(dict(
+              model=row.name, label=row.label, setting=setting,
+              seed=summary["seed"], task=task, auc=values["auc"],
+              gauc=values.get("gauc"), logloss=values["logloss"],
+              calibration=values["calibration"], **summary["params"]))
+  with open(os.path.join(setup.output_dir, "results.csv"), "w",
+            newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(records[0]))
+    writer.writeheader()
+    writer.writerows(records)
+
+  def metric(model, setting, task, key):
+    return [r[key] for r in records if r["model"] == model
+            and r["setting"] == setting and r["task"] == task]
+
+  split = log["splits"]
+  lines = [
+      f"Tuning: {budget.trials} trials per model, trained on "
+      f"{split['train_rows']:,} rows ({len(split['train'])} training "
+      f"shards), scored by validation AUC of `{log['objective_task']}` on "
+      f"{split['validation_rows']:,} held-out training rows "
+      f"({', '.join(os.path.basename(p) for p in split['validation'])}). "
+      f"Then seeds {', '.join(map(str, setup.seeds))} on all training rows "
+      "at the defaults and at the best setting, evaluated on the eval "
+      "split.", ""]
+  tasks = list(dict.fromkeys(r["task"] for r in records))
+  for task in tasks:
+    lines += [f"### Task `{task}` (eval split, mean ± std over seeds)", "",
+              "| model | AUC defaults | AUC tuned | ΔAUC | GAUC defaults | "
+              "GAUC tuned | ΔGAUC |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+      cells = []
+      for key in ("auc", "gauc"):
+        pair = [metric(row.name, s, task, key) for s in SETTINGS]
+        means = [np.mean(common.finite(v)) if common.finite(v)
+                 else float("nan") for v in pair]
+        cells += [common.mean_std(pair[0]), common.mean_std(pair[1]),
+                  f"{means[1] - means[0]:+.4f}"]
+      lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
+    lines.append("")
+  names = list(SEARCH_SPACE)
+  lines += ["### Best setting per model", "",
+            "| model | " + " | ".join(names) + " | validation AUC (best "
+            "trial) | trials failed |",
+            "|---|" + "---|" * (len(names) + 2)]
+  for row in rows:
+    trial = best[row.name]
+    failed = sum(t["value"] is None
+                 for t in log["trials"][row.name][:budget.trials])
+    lines.append(f"| {row.label} | " + " | ".join(
+        _format(n, trial["params"][n]) for n in names)
+                 + f" | {trial['value']:.4f} (trial {trial['number']}) | "
+                 f"{failed} |")
+  lines += ["", "Defaults: " + ", ".join(
+      f"{n} {_format(n, v)}" for n, v in
+      defaults(setup, rows[0]).items()) + ". Every trial: trials.json."]
+  with open(os.path.join(setup.output_dir, "results.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+
+
+def study(setup: common.Setup, budget: Budget) -> None:
+  """Tunes every model, runs the seeds, writes the results."""
+  os.makedirs(setup.output_dir, exist_ok=True)
+  rows = model_rows(setup)
+  schema = setup.schema()
+  # A model the schema rejects fails now, not after the others' trials.
+  common.check_rows(setup, schema, rows)
+  split = splits(setup, budget.validation_shards)
+  space = {k: repr(v) for k, v in SEARCH_SPACE.items()}
+  log = _load(os.path.join(setup.output_dir, "trials.json"), setup.resume,
+              None)
+  if log and (log["splits"] != split or log["search_space"] != space):
+    raise ValueError(
+        f"{setup.output_dir}/trials.json was made with other splits or "
+        "another search space; use another --output_dir or --noresume.")
+  log = log or {"splits": split, "search_space": space,
+                "objective_task": schema.task_names[0], "trials": {}}
+  runs = _load(os.path.join(setup.output_dir, "runs.json"), setup.resume, {})
+  best = {}
+  for row in rows:
+    best[row.name] = tune(setup, budget, row, split, log)
+  for row in rows:
+    seed_runs(setup, row, "defaults", defaults(setup, row), runs)
+    seed_runs(setup, row, "tuned", best[row.name]["params"], runs)
+  write_results(setup, budget, rows, log, best, runs)
+  print(open(os.path.join(setup.output_dir, "results.md")).read())
+
+
+def main(argv):
+  del argv
+  optuna.logging.set_verbosity(optuna.logging.WARNING)
+  study(common.Setup.from_flags(),
+        Budget(FLAGS.trials, FLAGS.validation_shards, FLAGS.tuning_seed))
+
+
+if __name__ == "__main__":
+  common.define_flags()
+  flags.DEFINE_integer("trials", Budget.trials, "Tuning trials per model.")
+  flags.DEFINE_integer("validation_shards", Budget.validation_shards,
+                       "Training shards held out as the validation split.")
+  flags.DEFINE_integer("tuning_seed", Budget.tuning_seed, "Seed of the "
+                       "tuning runs and the sampler.")
+  app.run(main)
