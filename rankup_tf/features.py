@@ -6,7 +6,8 @@ see the same ids and normalized values. Every op is a core TensorFlow op.
 
 Model inputs (`features` dict) per schema field:
 
-* sparse, single-valued: int64 ids, shape [B]; id 0 means missing;
+* sparse, single-valued: int64 ids, shape [B]; id 0 means missing, id 1
+  out-of-vocabulary or (with `min_count`) rare;
 * sparse, multivalent: int64 `tf.RaggedTensor` [B, (<= max_length)];
 * dense: float32 [B], missing values replaced by the default, normalized;
 * pretrained: float32 [B, dim];
@@ -78,13 +79,30 @@ class FeatureTransform(tf.Module):
     super().__init__(name=name)
     self.schema = schema
     self._vocab_tables = {}
+    self._frequent_tables = {}
     for f in schema.sparse_features:
       if f.vocabulary is not None:
         keys = tf.constant(list(f.vocabulary), dtype=tf_dtype(f.dtype))
-        ids = tf.range(len(f.vocabulary), dtype=tf.int64) + schema_lib.OOV_ID + 1
+        ids = tf.range(len(f.vocabulary), dtype=tf.int64) + f.first_value_id
         self._vocab_tables[f.name] = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(keys, ids),
             default_value=schema_lib.OOV_ID, name=f"{f.name}_vocabulary")
+      if f.filters_rare_ids:
+        if f.frequent_values is None:
+          raise schema_lib.SchemaError(
+              f"sparse feature {f.name!r}: min_count {f.min_count} needs its "
+              "frequent_values; the trainer counts them over the training "
+              "files (rankup_tf.id_counts.with_frequent_values).")
+        # A lookup table cannot be empty: None when no value is frequent
+        # (every value then maps to the OOV row).
+        self._frequent_tables[f.name] = None
+        if f.frequent_values:
+          keys = tf.constant(list(f.frequent_values),
+                             dtype=tf_dtype(f.dtype))
+          self._frequent_tables[f.name] = tf.lookup.StaticHashTable(
+              tf.lookup.KeyValueTensorInitializer(
+                  keys, tf.ones_like(keys, dtype=tf.int64)),
+              default_value=0, name=f"{f.name}_frequent_values")
 
   # -- entry points ---------------------------------------------------------
   def parse(self, serialized: tf.Tensor, names: Optional[tf.Tensor] = None,
@@ -167,11 +185,18 @@ class FeatureTransform(tf.Module):
 
   def _ids(self, f: schema_lib.SparseFeature, values: tf.Tensor) -> tf.Tensor:
     if f.vocabulary is not None:
-      return self._vocab_tables[f.name].lookup(values)
-    if values.dtype != tf.string:
-      values = tf.strings.as_string(values)
-    return (tf.strings.to_hash_bucket_fast(values, f.hash_buckets)
-            + (schema_lib.MISSING_ID + 1))
+      ids = self._vocab_tables[f.name].lookup(values)
+    else:
+      text = (values if values.dtype == tf.string
+              else tf.strings.as_string(values))
+      ids = (tf.strings.to_hash_bucket_fast(text, f.hash_buckets)
+             + f.first_value_id)
+    if f.name in self._frequent_tables:
+      table = self._frequent_tables[f.name]
+      frequent = (table.lookup(values) > 0 if table is not None
+                  else tf.zeros_like(ids, dtype=tf.bool))
+      ids = tf.where(frequent, ids, tf.constant(schema_lib.OOV_ID, tf.int64))
+    return ids
 
 
 def _normalize(x: tf.Tensor, f: schema_lib.DenseFeature) -> tf.Tensor:

@@ -18,8 +18,13 @@ Format (every key not marked optional is required)::
          "multivalent": false,                 # optional, default false
          "max_length": 8,                      # multivalent only: the first
                                                # max_length values are kept
-         "combiner": "mean"}                   # multivalent only:
-      ],                                       # "mean" | "sum" | "sqrtn"
+         "combiner": "mean",                   # multivalent only:
+                                               # "mean" | "sum" | "sqrtn"
+         "min_count": 5,                       # optional: values seen fewer
+                                               # times in training map to
+                                               # the OOV row; 0 = off
+         "frequent_values": ["a"]}             # written by the trainer
+      ],                                       # (rankup_tf.id_counts)
       "dense_features": [
         {"name": "I1",
          "default": 0.0,                       # optional, used when missing
@@ -49,6 +54,16 @@ How values map to ids (see `rankup_tf.features`): a sparse value is hashed
 into `hash_buckets` buckets or looked up in `vocabulary`; id 0 is reserved for
 a missing value and, for vocabularies, id 1 for an out-of-vocabulary value.
 `SparseFeature.table_size` is the number of embedding rows a field needs.
+
+Rare ids (`min_count` >= 2): a value seen fewer than `min_count` times in
+the training data, or never, maps to the OOV row, which the rare training
+values train, instead of a row of its own (vocabulary) or a hash bucket; a
+hashed field then gets an OOV row too (id 1, buckets from id 2).
+`frequent_values` lists the values that keep their ids. The trainer counts
+them over the training files (`rankup_tf.id_counts`) and saves the schema
+with them, so the exported transform maps ids exactly as training did. They
+are listed inline, like a vocabulary: the schema, and the SavedModel's
+lookup table, grow with the number of frequent values.
 
 `log1p` normalization is sign(x) * log(1 + |x|), so negative counts (Criteo's
 I2) stay finite and keep their sign.
@@ -89,13 +104,35 @@ class SparseFeature:
   multivalent: bool = False
   max_length: Optional[int] = None
   combiner: str = "mean"
+  min_count: Optional[int] = None
+  frequent_values: Optional[Tuple[Any, ...]] = None
+
+  def __post_init__(self):
+    # JSON and Keras configs hand lists over; a frozen dataclass needs
+    # hashable tuples.
+    for key in ("vocabulary", "frequent_values"):
+      if isinstance(getattr(self, key), list):
+        object.__setattr__(self, key, tuple(getattr(self, key)))
+
+  @property
+  def filters_rare_ids(self) -> bool:
+    """Whether values below `min_count` map to the OOV row."""
+    return bool(self.min_count) and self.min_count >= 2
+
+  @property
+  def first_value_id(self) -> int:
+    """Id of the first vocabulary entry or hash bucket: after the missing
+    id, and after the OOV id when a field has one."""
+    if self.vocabulary is not None or self.filters_rare_ids:
+      return OOV_ID + 1
+    return MISSING_ID + 1
 
   @property
   def table_size(self) -> int:
     """Rows of an embedding table for this field, reserved ids included."""
     if self.vocabulary is not None:
-      return OOV_ID + 1 + len(self.vocabulary)
-    return MISSING_ID + 1 + self.hash_buckets
+      return self.first_value_id + len(self.vocabulary)
+    return self.first_value_id + self.hash_buckets
 
   @property
   def semantic_group(self) -> str:
@@ -375,6 +412,40 @@ def _validate_sparse(f: SparseFeature) -> None:
   elif f.max_length is not None:
     raise SchemaError(f"{where}: max_length is only for multivalent "
                       "features.")
+  _validate_min_count(f, where)
+
+
+def _validate_min_count(f: SparseFeature, where: str) -> None:
+  check_min_count(f.min_count, where + ": min_count")
+  if f.frequent_values is None:
+    return
+  if not f.filters_rare_ids:
+    raise SchemaError(f"{where}: frequent_values needs a min_count of 2 or "
+                      f"more, got {f.min_count!r}.")
+  kind = str if f.dtype == "string" else int
+  bad = [v for v in f.frequent_values if not isinstance(v, kind)
+         or isinstance(v, bool)]
+  if bad:
+    raise SchemaError(f"{where}: frequent_values entries must be {f.dtype}, "
+                      f"got {bad[0]!r}.")
+  if len(set(f.frequent_values)) != len(f.frequent_values):
+    raise SchemaError(f"{where}: frequent_values has duplicate entries.")
+
+
+def check_min_count(value, what: str) -> None:
+  """A minimum id count is None or 0 (off), or an integer >= 2.
+
+  1 is refused: it would send only never-seen values to the OOV row, a row
+  that training then never updates, so serving would read an untrained row.
+  """
+  if value is None:
+    return
+  if (not isinstance(value, int) or isinstance(value, bool) or value < 0
+      or value == 1):
+    raise SchemaError(
+        f"{what} must be 0 (off) or an integer >= 2, got {value!r} (1 would "
+        "map only never-seen values to the OOV row, which training never "
+        "updates).")
 
 
 def _validate_dense(f: DenseFeature) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional
 import tensorflow as tf
 
 from rankup_tf import models
+from rankup_tf import schema as schema_lib
 from serving import export as export_lib
 from serving import restore
 from trainer import checks
@@ -34,6 +35,9 @@ class TrainConfig:
     train_files, eval_files: TFRecord globs (comma-separated allowed);
       eval_files may be empty (no evaluation).
     schema: the schema JSON path.
+    min_id_count: sparse values seen fewer times in the training files map
+      to their field's OOV row (0: off; a field's own `min_count` in the
+      schema wins); counted by one pass over train_files before training.
   Attributes (model):
     model: a key of rankup_tf.models.MODELS.
     model_config: that model's config.
@@ -72,6 +76,7 @@ class TrainConfig:
   schema: str
   model_dir: str
   eval_files: str = ""
+  min_id_count: int = 0
   model: str = "rankup"
   model_config: models.ModelConfig = dataclasses.field(
       default_factory=models.RankUpConfig)
@@ -131,6 +136,7 @@ class TrainConfig:
          "ps_min_shard_bytes must be positive and ps_max_shards >= 0.")
     for name in ("dense_learning_rate", "sparse_learning_rate"):
       checks.check_learning_rate(name, getattr(self, name))
+    schema_lib.check_min_count(self.min_id_count, "min_id_count")
     export_lib.check_model_name(self.model_name)
 
   def to_dict(self) -> Dict[str, Any]:

@@ -13,7 +13,9 @@ command on a worker or ps task only serves. Without GPUs,
 `--strategy=mirrored --num_logical_cpus=2` exercises MirroredStrategy.
 
 What happens: flags -> TrainConfig (saved as model_dir/train_config.json,
-with the schema as model_dir/schema.json) -> a preflight read of one batch
+with the schema as model_dir/schema.json) -> with --min_id_count or a
+schema min_count, a pass counting sparse values (the frequent ones go into
+the saved schema) -> a preflight read of one batch
 (schema/data mismatches fail here, by name) -> model and composite optimizer
 (sparse optimizer for embedding tables, dense optimizer for the rest) under
 the strategy -> Keras fit with BackupAndRestore (a killed run resumes at its
@@ -42,6 +44,7 @@ import tensorflow_recommenders as tfrs
 
 from rankup_tf import cli
 from rankup_tf import diagnostics
+from rankup_tf import id_counts
 from rankup_tf import input_pipeline
 from rankup_tf import models
 from rankup_tf import schema as schema_lib
@@ -155,6 +158,25 @@ def _preflight(config: config_lib.TrainConfig,
                           f"{config.schema}: {cli.error_line(e)}") from None
 
 
+def _frequent_values(config: config_lib.TrainConfig,
+                     schema: schema_lib.Schema) -> schema_lib.Schema:
+  """The schema with the frequent values of every field that maps rare ids
+  to its OOV row (`rankup_tf.id_counts`); the schema itself when none does.
+  Saved as model_dir/schema.json, it carries the mapping into the export."""
+  try:
+    schema, report = id_counts.with_frequent_values(
+        schema, config.train_files, config.min_id_count,
+        config.skip_bad_records)
+  except tf.errors.OpError as e:
+    raise TrainingError(f"Counting the sparse values of the train data "
+                        f"failed: {cli.error_line(e)}") from None
+  for name, r in report.items():
+    print(f"min_count {r['min_count']} on {name}: {r['kept']:,} of "
+          f"{r['distinct']:,} values kept; {r['rare_share']:.1%} of its "
+          "training values map to the OOV row.", flush=True)
+  return schema
+
+
 def _write_run_files(config: config_lib.TrainConfig,
                      schema: schema_lib.Schema) -> None:
   tf.io.gfile.makedirs(config.model_dir)
@@ -264,6 +286,7 @@ def run(config: config_lib.TrainConfig,
   tf.keras.utils.set_random_seed(config.seed)
   schema = schema_lib.Schema.load(config.schema)
   plan = steps_plan(config)
+  schema = _frequent_values(config, schema)
   _preflight(config, schema)
   if chief:
     _write_run_files(config, schema)
