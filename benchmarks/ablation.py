@@ -362,7 +362,8 @@ def plan(setup: common.Setup, ablation: str, tolerance: float
               or r.name in ("rankmixer", "full_rankup")]
   else:
     needed = [r for r in rows if r.name in wanted]
-  costs = common.check_rows(setup, schema, needed)
+  costs = common.check_rows(setup, schema, needed,
+                            flops=("rankmixer", "full_rankup"))
   if ISO_ROW in wanted:
     full = next(r for r in rows if r.name == "full_rankup")
     row, iso = iso_compute_row(schema, full, costs["full_rankup"],
@@ -372,15 +373,11 @@ def plan(setup: common.Setup, ablation: str, tolerance: float
   return [r for r in rows if r.name in wanted], iso
 
 
-def main(argv):
-  del argv
-  setup = common.Setup.from_flags()
+def ablate(setup: common.Setup, ablation: str, tolerance: float) -> None:
+  """Checks every row, runs the missing (row, seed) runs, writes the
+  results."""
   tf.io.gfile.makedirs(setup.output_dir)
-  try:
-    rows, iso = plan(setup, FLAGS.ablation, FLAGS.iso_tolerance)
-  except common.RowError as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    sys.exit(1)
+  rows, iso = plan(setup, ablation, tolerance)
   if iso:
     with open(os.path.join(setup.output_dir, "iso_compute.json"), "w") as f:
       json.dump(iso, f, indent=1)
@@ -409,6 +406,15 @@ def main(argv):
   write_tables(rows, summaries, peak, setup.output_dir, iso)
   write_plots(rows, summaries, setup.output_dir)
   print(open(os.path.join(setup.output_dir, "results.md")).read())
+
+
+def main(argv):
+  del argv
+  try:
+    ablate(common.Setup.from_flags(), FLAGS.ablation, FLAGS.iso_tolerance)
+  except common.RowError as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

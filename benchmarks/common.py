@@ -237,14 +237,16 @@ class RowError(ValueError):
   """A row whose config the schema (or the model) rejects."""
 
 
-def build(schema: rankup_tf.Schema, row: Row) -> Dict:
+def build(schema: rankup_tf.Schema, row: Row, flops: bool = True) -> Dict:
   """Builds a row's model as training would; returns its parameter counts
-  and forward FLOPs per example. Raises RowError naming the row."""
+  and (with `flops`) forward FLOPs per example. Raises RowError naming the
+  row."""
   try:
     model = models.build_model(row.model, schema, row.config)
     model.build_from_schema()
-    cost = dict(model.parameter_counts(),
-                flops_per_example=model.flops_per_example())
+    cost = model.parameter_counts()
+    if flops:
+      cost["flops_per_example"] = model.flops_per_example()
   except (ValueError, TypeError, rankup_tf.SchemaError) as e:
     raise RowError(f"Row {row.name!r} ({row.label}): {e}") from None
   finally:
@@ -252,19 +254,21 @@ def build(schema: rankup_tf.Schema, row: Row) -> Dict:
   return cost
 
 
-def check_rows(setup: Setup, schema: rankup_tf.Schema,
-               rows: List[Row]) -> Dict[str, Dict]:
+def check_rows(setup: Setup, schema: rankup_tf.Schema, rows: List[Row],
+               flops: Iterable[str] = ()) -> Dict[str, Dict]:
   """Validates every row's TrainConfig and builds its model before the
   first run, so a config the schema rejects fails now, naming the row, not
-  after hours of earlier rows. Returns each row's cost (see `build`)."""
+  after hours of earlier rows. Returns each row's cost (see `build`; FLOPs
+  for the rows named in `flops`)."""
   costs = {}
+  flops = set(flops)
   for row in rows:
     try:
       train_config(setup, row, 0, os.path.join(setup.output_dir, "check"),
                    "unused", "")
     except ValueError as e:
       raise RowError(f"Row {row.name!r} ({row.label}): {e}") from None
-    costs[row.name] = build(schema, row)
+    costs[row.name] = build(schema, row, flops=row.name in flops)
   return costs
 
 

@@ -1,29 +1,51 @@
-"""The ablation runner end to end on a tiny dataset (outputs well-formed)."""
+"""The ablation and tuning benchmarks on tiny data: outputs well-formed,
+rows as documented, checks before runs, tuning never reads the eval split."""
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 
+import pytest
+
 import rankup_tf
+from benchmarks import ablation
+from benchmarks import common
+from benchmarks import tuning
 from data import synthetic
+from rankup_tf import models
 from tests.conftest import REPO
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TOKEN = common.token_shape(8, 32, 2, 8)
 
 
-def test_ablation_runner_writes_every_output(tmp_path):
-  data = str(tmp_path / "data")
-  synthetic.generate(data, rows=3000, seed=4, num_users=200, num_items=100,
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+  """3000 synthetic rows, 2 training shards, tables cut to 300 rows."""
+  path = str(tmp_path_factory.mktemp("ablation") / "data")
+  synthetic.generate(path, rows=3000, seed=4, num_users=200, num_items=100,
                      num_shards=2)
-  spec = rankup_tf.Schema.load(os.path.join(data, "schema.json")).to_dict()
+  spec = rankup_tf.Schema.load(os.path.join(path, "schema.json")).to_dict()
   for f in spec["sparse_features"]:
     if "hash_buckets" in f:
       f["hash_buckets"] = min(f["hash_buckets"], 300)
-  rankup_tf.Schema.from_dict(spec).save(os.path.join(data, "schema.json"))
+  rankup_tf.Schema.from_dict(spec).save(os.path.join(path, "schema.json"))
+  return path
+
+
+def _setup(data, out, **kwargs):
+  values = dict(data_dir=data, output_dir=str(out), seeds=(0,),
+                train_steps=2, global_batch_size=128, token=TOKEN)
+  values.update(kwargs)
+  return common.Setup(**values)
+
+
+def test_ablation_runner_writes_every_output(data, tmp_path):
   out = tmp_path / "out"
-  rows = ["dnn", "rankmixer", "full_rankup"]
+  rows = ["dnn", "rankmixer", "only_task_tokens", "full_rankup"]
   result = subprocess.run(
       [sys.executable, "-m", "benchmarks.ablation", f"--data_dir={data}",
        f"--output_dir={out}", "--seeds=0,1", f"--models={','.join(rows)}",
@@ -42,10 +64,19 @@ def test_ablation_runner_writes_every_output(tmp_path):
     assert float(record["train_examples_per_sec"]) > 0
     assert 0.0 < float(record["mfu"]) < 1.0
   table = (out / "results.md").read_text()
+  ladder = table[table.index("### Ladder: task `click`"):
+                 table.index("### Ladder: task `conversion`")]
   for label in ("DNN", "RankMixer", "full RankUp"):
-    assert f"| {label}" in table
-  assert "### Task `click`" in table and "### Cost" in table
-  assert "± " in table
+    assert f"| {label}" in ladder
+  assert "task tokens alone" not in ladder
+  single = table[table.index("### Each component alone on top of RankMixer: "
+                             "task `click`"):]
+  line = next(l for l in single.splitlines()
+              if l.startswith("| RankMixer + task tokens alone |"))
+  assert line.split(" | ")[4] in ("within noise", "likely gain",
+                                  "likely loss", "gain", "loss")
+  assert "| RankMixer | " in single and "| reference |" in single
+  assert "### Cost" in table and "± " in table
 
   erank = json.loads((out / "erank.json").read_text())
   assert set(erank) == {"RankMixer", "full RankUp (+ pre-LN SwiGLU)"}
@@ -57,3 +88,129 @@ def test_ablation_runner_writes_every_output(tmp_path):
               "per_token_erank.png"):
     data_bytes = (out / png).read_bytes()
     assert data_bytes.startswith(PNG_MAGIC) and len(data_bytes) > 5000, png
+
+
+def _component_of(field):
+  owners = [c.name for c in common.COMPONENTS if field in c.fields]
+  assert len(owners) == 1, field
+  return owners[0]
+
+
+def _components_switched(config, reference):
+  """The components whose fields differ (K follows from them)."""
+  differing = {f.name for f in dataclasses.fields(config)
+               if getattr(config, f.name) != getattr(reference, f.name)}
+  return {_component_of(f) for f in differing - {"num_embedding_views"}}
+
+
+def test_rows_differ_from_rankmixer_in_the_documented_components(data):
+  schema = rankup_tf.Schema.load(os.path.join(data, "schema.json"))
+  rankmixer = models.RankMixerConfig(**TOKEN).as_rankup()
+  single = {r.name: r for r in common.single_component_rows(schema, TOKEN)}
+  assert sorted(single) == sorted(f"only_{c.name}" for c in common.COMPONENTS
+                                  if c.in_paper_table)
+  for name, row in single.items():
+    assert _components_switched(row.config, rankmixer) == {name[5:]}, name
+  assert single["only_global_multi_embedding"].config.num_embedding_views == 2
+
+  ladder = [r for r in common.ladder(schema, TOKEN) if r.model == "rankup"]
+  assert [r.name for r in ladder] == [c.name for c in common.COMPONENTS[:-1]
+                                      ] + ["full_rankup"]
+  previous = rankmixer
+  for row, component in zip(ladder, common.COMPONENTS):
+    assert _components_switched(row.config, previous) == {component.name}
+    previous = row.config
+  views = {r.name: r.config.num_embedding_views for r in ladder}
+  assert (views["crossed"], views["sparse_crosses"]) == (2, 3)
+  # The last step is the shipped RankUp.
+  assert ladder[-1].config == models.RankUpConfig(**TOKEN)
+
+  # Crossed pretrained token alone: the one pretrained pair, no sparse pair.
+  crossed = models.build_model("rankup", schema,
+                               single["only_crossed"].config)
+  assert crossed.token_counts["cross"] == 1
+  assert crossed.pretrained_crosses and not crossed.sparse_crosses
+
+
+def test_every_row_is_checked_before_the_first_run(data, tmp_path,
+                                                   monkeypatch):
+  # T = 4 fits the baselines and RankMixer, not the sparse cross tokens'
+  # row (global, dense and three cross tokens leave no sparse token).
+  runs = []
+  monkeypatch.setattr(common, "run", runs.append)
+  setup = _setup(data, tmp_path, token=common.token_shape(4, 32, 2, 8))
+  with pytest.raises(common.RowError, match="Row 'sparse_crosses'.*"
+                     "leaves no sparse tokens"):
+    ablation.ablate(setup, "both", 0.1)
+  assert not runs
+  assert not os.path.exists(tmp_path / "summaries.json")
+
+
+def test_iso_compute_row_matches_rankmixer_cost(data, tmp_path):
+  schema = rankup_tf.Schema.load(os.path.join(data, "schema.json"))
+  rows, iso = ablation.plan(
+      _setup(data, tmp_path, models=("iso_rankup",)), "single", 0.1)
+  assert [r.name for r in rows] == ["iso_rankup"]
+
+  def cost(name, config):
+    model = models.build_model(name, schema, config)
+    model.build_from_schema()
+    return dict(model.parameter_counts(),
+                flops=model.flops_per_example())
+
+  reference = cost("rankmixer", models.RankMixerConfig(**TOKEN))
+  resized = cost("rankup", rows[0].config)
+  for key in ("flops", "dense", "embedding"):
+    assert abs(resized[key] / reference[key] - 1) <= 0.1, (key, resized,
+                                                           reference)
+  # It is full RankUp, resized: its components are all on.
+  full = common.full_rankup_row(schema, TOKEN).config
+  assert rows[0].config == dataclasses.replace(full, **iso["setting"])
+  assert iso["within_tolerance"] and iso["cost"]["dense"] == resized["dense"]
+
+
+def test_tuning_compares_defaults_and_tuned_without_the_eval_split(
+    data, tmp_path, monkeypatch):
+  out = tmp_path / "tuning"
+  setup = _setup(data, out, models=("dnn",))
+  tuning.study(setup, tuning.Budget(trials=2))
+
+  log = json.loads((out / "trials.json").read_text())
+  split = log["splits"]
+  train_files = sorted(os.path.join(data, f) for f in os.listdir(data)
+                       if f.startswith("train-"))
+  assert split["validation"] == train_files[-1:]
+  assert split["train"] == train_files[:-1]
+  assert split["eval"] and not set(split["eval"]) & set(
+      split["validation"] + split["train"])
+  trials = log["trials"]["dnn"]
+  assert len(trials) == 2
+  for trial in trials:
+    with open(os.path.join(trial["model_dir"], "train_config.json")) as f:
+      used = json.load(f)
+    assert used["train_files"] == split["train"][0]
+    assert used["eval_files"] == split["validation"][0]
+    for name, distribution in tuning.SEARCH_SPACE.items():
+      assert distribution.low <= trial["params"][name] <= distribution.high
+    assert used["model_config"]["dropout"] == trial["params"]["dropout"]
+  best = max(trials, key=lambda t: t["value"])
+
+  with open(out / "results.csv") as f:
+    records = list(csv.DictReader(f))
+  assert {(r["model"], r["setting"], r["seed"]) for r in records} == {
+      ("dnn", "defaults", "0"), ("dnn", "tuned", "0")}
+  tuned = [r for r in records if r["setting"] == "tuned"]
+  assert float(tuned[0]["dense_learning_rate"]) == pytest.approx(
+      best["params"]["dense_learning_rate"])
+  with open(out / "runs" / "dnn_tuned_seed0" / "train_config.json") as f:
+    used = json.load(f)
+  assert used["eval_files"] == os.path.join(data, "eval-*")
+  assert used["model_config"]["dense_l2"] == best["params"]["dense_l2"]
+  table = (out / "results.md").read_text()
+  assert "| DNN | " in table and "AUC tuned" in table
+
+  # A rerun keeps every trial and run.
+  monkeypatch.setattr(common, "run", lambda config: pytest.fail(
+      f"reran {config.model_dir}"))
+  tuning.study(setup, tuning.Budget(trials=2))
+  assert json.loads((out / "trials.json").read_text()) == log
