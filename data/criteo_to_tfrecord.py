@@ -3,6 +3,9 @@ r"""Converts raw Kaggle Criteo click logs into TFRecords of tf.Example.
     python -m data.criteo_to_tfrecord --input=train.txt \
         --output_dir=/tmp/criteo --num_shards=64 --eval_fraction=0.1
 
+(or `--eval_input=day_23.txt`: a separate file, same layout, as the eval
+split.)
+
 Input: the Display Advertising Challenge's `train.txt` layout (45M rows, or
 `../shared/data/criteo_8k/*.tsv`): tab-separated, no header, no quoting (a
 `"` is an ordinary character), `label`, 13 integer features I1..I13 (I2 can
@@ -74,12 +77,14 @@ def criteo_schema(hash_buckets: int = 100_000,
 
 
 def convert(input_path: str, schema: schema_lib.Schema,
-            writer: records.DatasetWriter, skip_bad_rows: bool = False
-            ) -> Dict[str, Any]:
-  """Streams a raw Criteo file into `writer`; returns conversion counts."""
+            writer: records.DatasetWriter, skip_bad_rows: bool = False,
+            split: str = "") -> Dict[str, Any]:
+  """Streams a raw Criteo file into `writer` (all rows to `split` if set);
+  returns conversion counts."""
   return csv_to_tfrecord.convert_delimited(
       input_path, schema, writer, delimiter="\t", columns=COLUMNS,
-      skip_bad_rows=skip_bad_rows, quoting=False, parsers=CELL_PARSERS)
+      skip_bad_rows=skip_bad_rows, quoting=False, parsers=CELL_PARSERS,
+      split=split)
 
 
 def main(argv: List[str]) -> None:
@@ -87,8 +92,8 @@ def main(argv: List[str]) -> None:
   FLAGS = flags.FLAGS
   with cli.one_line_errors():
     schema = criteo_schema(FLAGS.hash_buckets, FLAGS.dense_normalization)
-    csv_to_tfrecord.write_dataset(schema, lambda writer: convert(
-        FLAGS.input, schema, writer, FLAGS.skip_bad_rows))
+    csv_to_tfrecord.write_dataset(schema, lambda writer, path, split: convert(
+        path, schema, writer, FLAGS.skip_bad_rows, split))
 
 
 if __name__ == "__main__":

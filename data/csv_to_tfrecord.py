@@ -1,7 +1,8 @@
 r"""Converts a delimited text file (CSV/TSV) into TFRecords of tf.Example.
 
     python -m data.csv_to_tfrecord --input=clicks.csv --schema=schema.json \
-        --output_dir=/tmp/clicks --num_shards=4 [--eval_fraction=0.1]
+        --output_dir=/tmp/clicks --num_shards=4 \
+        [--eval_fraction=0.1 | --eval_input=later_clicks.csv]
 
 The file needs a header naming its columns; every feature the schema names
 must be a column (extra columns are reported and not converted). A record is
@@ -21,6 +22,9 @@ A row that breaks these rules stops the conversion with one line naming the
 file, line and column, unless --skip_bad_rows is set: then that line, and
 only that line, is skipped and counted (`skipped_rows` in stats.json and in
 the final log line). A conversion that would write no row fails.
+--eval_input converts a second file, with its own header, the same way into
+the eval split (its skipped rows: `eval_skipped_rows`); the delimiter
+follows each file's extension unless --delimiter is set.
 Memory use is bounded by --chunk_rows whatever the input size.
 """
 
@@ -216,6 +220,7 @@ def convert_delimited(
     chunk_rows: int = 8192,
     quoting: bool = True,
     parsers: Optional[Dict[str, Cell]] = None,
+    split: str = "",
 ) -> Dict[str, Any]:
   """Streams a delimited file into `writer`; returns conversion counts.
 
@@ -226,6 +231,8 @@ def convert_delimited(
       (Criteo's TSV), where a quote is an ordinary character.
     parsers: cell parsers replacing the schema's for some fields (Criteo's
       integer and hash columns).
+    split: the split every row goes to ('eval' for a separate eval file);
+      '' lets `writer` split them by its eval_fraction.
   Raises:
     records.BadInputError: naming file, line and column of a bad row, or a
       file that holds no row to convert.
@@ -238,7 +245,7 @@ def convert_delimited(
                               vector_separator), **(parsers or {}))
   total = _check_input(input_path)
   field_re = _quoted_field_re(delimiter) if quoting else None
-  skipped = 0
+  skipped = converted = 0
 
   with tf.io.gfile.GFile(input_path, "rb") as stream, \
       records.progress_bar(total, f"converting {input_path}") as progress:
@@ -297,8 +304,9 @@ def convert_delimited(
       else:
         for (_, name, _), value in zip(wanted, values):
           chunk[name].append(value)
+        converted += 1
         if len(chunk[wanted[0][1]]) >= chunk_rows:
-          writer.add(chunk)
+          writer.add(chunk, split)
           chunk = {n: [] for n in parsers}
         continue
       if not skip_bad_rows:
@@ -308,8 +316,8 @@ def convert_delimited(
       if skipped <= _LOGGED_SKIPS:
         logging.warning("skipped: %s", error)
     if chunk[wanted[0][1]]:
-      writer.add(chunk)
-  if writer.rows == 0:
+      writer.add(chunk, split)
+  if converted == 0:
     raise records.BadInputError(
         f"{input_path}: no row to convert"
         + (f" (all {skipped} rows are bad)." if skipped else
@@ -329,6 +337,9 @@ def define_output_flags():
   flags.DEFINE_integer("num_shards", 4, "Training TFRecord shards to write.")
   flags.DEFINE_float("eval_fraction", 0.0, "Fraction of rows written to "
                      "eval-* shards instead (deterministic by --seed).")
+  flags.DEFINE_string("eval_input", "", "A separate file, in --input's "
+                      "format, converted as the eval split (eval-* shards; "
+                      "e.g. a later time range); not with --eval_fraction.")
   flags.DEFINE_integer("num_eval_shards", 0, "Eval shards (0: --num_shards).")
   flags.DEFINE_boolean("gzip", False, "Write GZIP-compressed shards.")
   flags.DEFINE_integer("seed", 0, "Seed of the train/eval split.")
@@ -337,34 +348,46 @@ def define_output_flags():
   flags.mark_flag_as_required("output_dir")
 
 
-def write_dataset(schema: schema_lib.Schema,
-                  convert: Callable[[records.DatasetWriter], Dict[str, Any]]
-                  ) -> None:
-  """Runs `convert(writer)` into --output_dir, publishes the result and
+def write_dataset(
+    schema: schema_lib.Schema,
+    convert: Callable[[records.DatasetWriter, str, str], Dict[str, Any]]
+) -> None:
+  """Runs `convert(writer, path, split)` on --input (split '': by
+  --eval_fraction) and on --eval_input (split 'eval'; its counts go to
+  stats.json as eval_<count>) into --output_dir, publishes the result and
   prints the counts; a failure leaves --output_dir as it was."""
+  if FLAGS.eval_input and FLAGS.eval_fraction > 0:
+    raise ValueError("--eval_input and --eval_fraction both choose the eval "
+                     "rows: set one (--eval_fraction=0 with --eval_input).")
   with records.DatasetWriter(
       schema, FLAGS.output_dir, FLAGS.num_shards,
       compression="GZIP" if FLAGS.gzip else "",
       eval_fraction=FLAGS.eval_fraction,
-      num_eval_shards=FLAGS.num_eval_shards, seed=FLAGS.seed) as writer:
-    stats = writer.close(convert(writer))
+      num_eval_shards=FLAGS.num_eval_shards, seed=FLAGS.seed,
+      separate_eval=bool(FLAGS.eval_input)) as writer:
+    counts = convert(writer, FLAGS.input, "")
+    if FLAGS.eval_input:
+      counts.update({f"eval_{k}": v for k, v in
+                     convert(writer, FLAGS.eval_input, "eval").items()})
+    stats = writer.close(counts)
   split_rows = ", ".join(f"{s}: {stats[s]['rows']} rows"
                          for s in ("train", "eval") if s in stats)
-  print(f"Wrote {split_rows} to {FLAGS.output_dir} "
-        f"(skipped bad rows: {stats.get('skipped_rows', 0)}).")
+  skipped = f"skipped bad rows: {stats.get('skipped_rows', 0)}"
+  if FLAGS.eval_input:
+    skipped += f", of --eval_input: {stats['eval_skipped_rows']}"
+  print(f"Wrote {split_rows} to {FLAGS.output_dir} ({skipped}).")
 
 
 def main(argv: List[str]) -> None:
   del argv
   with cli.one_line_errors():
     schema = schema_lib.Schema.load(FLAGS.schema)
-    delimiter = FLAGS.delimiter or ("\t" if FLAGS.input.endswith(".tsv")
-                                    else ",")
-    write_dataset(schema, lambda writer: convert_delimited(
-        FLAGS.input, schema, writer, delimiter,
+    write_dataset(schema, lambda writer, path, split: convert_delimited(
+        path, schema, writer,
+        FLAGS.delimiter or ("\t" if path.endswith(".tsv") else ","),
         multivalent_separator=FLAGS.multivalent_separator,
         vector_separator=FLAGS.vector_separator,
-        skip_bad_rows=FLAGS.skip_bad_rows))
+        skip_bad_rows=FLAGS.skip_bad_rows, split=split))
 
 
 if __name__ == "__main__":

@@ -319,10 +319,15 @@ class DatasetWriter:
   def __init__(self, schema: schema_lib.Schema, output_dir: str,
                num_shards: int, compression: str = "",
                eval_fraction: float = 0.0, num_eval_shards: int = 0,
-               seed: int = 0):
+               seed: int = 0, separate_eval: bool = False):
+    """`separate_eval`: the eval split is what `add(chunk, "eval")` gets
+    (a separate file), not a random `eval_fraction` of the rows."""
     if not 0.0 <= eval_fraction < 1.0:
       raise ValueError(f"eval_fraction must be in [0, 1), got "
                        f"{eval_fraction}.")
+    if separate_eval and eval_fraction > 0:
+      raise ValueError("A separate eval input and eval_fraction > 0 both "
+                       "choose the eval rows: use one.")
     if tf.io.gfile.exists(output_dir) and not tf.io.gfile.isdir(output_dir):
       raise ValueError(f"output_dir {output_dir} is a file, expected a "
                        "folder.")
@@ -332,7 +337,7 @@ class DatasetWriter:
     self.train = ShardedWriter(output_dir, "train", num_shards, compression)
     self.eval = (ShardedWriter(output_dir, "eval",
                                num_eval_shards or num_shards, compression)
-                 if eval_fraction > 0 else None)
+                 if eval_fraction > 0 or separate_eval else None)
     self.eval_fraction = eval_fraction
     self.train_stats = DatasetStats(schema)
     self.eval_stats = DatasetStats(schema)
@@ -346,8 +351,16 @@ class DatasetWriter:
     if not self._closed:
       self.abort()
 
-  def add(self, chunk: Chunk) -> None:
-    if self.eval is None:
+  def add(self, chunk: Chunk, split: str = "") -> None:
+    """Writes rows to `split` ('train' or 'eval'); '' splits them at random
+    by eval_fraction."""
+    if split not in ("", "train", "eval"):
+      raise ValueError(f"split {split!r} is not 'train', 'eval' or ''.")
+    if split == "eval":
+      if self.eval is None:
+        raise ValueError("add(chunk, 'eval') needs separate_eval=True.")
+      parts = [(chunk, self.eval, self.eval_stats)]
+    elif split == "train" or not self.eval_fraction:
       parts = [(chunk, self.train, self.train_stats)]
     else:
       to_eval = self._rng.random(_chunk_len(chunk)) < self.eval_fraction
