@@ -5,6 +5,8 @@ Layout written by `trainer.train`:
     <model_dir>/train_config.json    model name and model config
     <model_dir>/schema.json          the data's schema
     <model_dir>/checkpoints/ckpt-N   tf.train.Checkpoint(model=...)
+    <model_dir>/best/ckpt-N          the same, at the best evaluation
+                                     (--export_best)
 """
 
 import json
@@ -21,9 +23,10 @@ SCHEMA_FILE = "schema.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
-def model_from_model_dir(model_dir: str
+def model_from_model_dir(model_dir: str, checkpoint: str = ""
                          ) -> Tuple[models.RankingModel, schema_lib.Schema]:
-  """The model of the latest checkpoint in model_dir, and its schema.
+  """The model of `checkpoint` (a checkpoint path; '': the latest in
+  model_dir/checkpoints), and its schema.
 
   Raises:
     FileNotFoundError: no train_config.json or no checkpoint.
@@ -39,9 +42,14 @@ def model_from_model_dir(model_dir: str
       config["model"], schema,
       models.CONFIGS[config["model"]].from_dict(config["model_config"]))
   model.build_from_schema()
-  latest = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
-  if latest is None:
-    raise FileNotFoundError(f"No checkpoint under {model_dir}/"
-                            f"{CHECKPOINT_DIR}.")
-  tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+  if checkpoint:
+    if not tf.io.gfile.exists(checkpoint + ".index"):
+      raise FileNotFoundError(f"No checkpoint {checkpoint}.")
+  else:
+    checkpoint = tf.train.latest_checkpoint(os.path.join(model_dir,
+                                                         CHECKPOINT_DIR))
+    if checkpoint is None:
+      raise FileNotFoundError(f"No checkpoint under {model_dir}/"
+                              f"{CHECKPOINT_DIR}.")
+  tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
   return model, schema

@@ -1,7 +1,7 @@
 r"""Validates an export the way TF Serving will use it, in a fresh process.
 
     python -m serving.validate --export_dir=/tmp/export/rankup/1 \
-        --examples=/tmp/data/eval-* [--model_dir=/tmp/run]
+        --examples=/tmp/data/eval-* [--model_dir=/tmp/run [--checkpoint=...]]
 
 Checks, each failing loudly (exit 1) with what went wrong:
 1. only core TensorFlow ops (serving.op_check; this process imports
@@ -9,8 +9,9 @@ Checks, each failing loudly (exit 1) with what went wrong:
 2. `saved_model_cli show --all` lists both signatures;
 3. both signatures answer on real examples, with one probability in [0, 1]
    per example and task, and agree with each other (max abs diff <= 1e-5);
-4. with --model_dir: the model rebuilt from its latest checkpoint, run in
-   memory, agrees with the export (max abs diff <= 1e-5);
+4. with --model_dir: the model rebuilt from its latest checkpoint (or
+   --checkpoint), run in memory, agrees with the export (max abs diff
+   <= 1e-5);
 5. every warmup request in assets.extra replays without error.
 The trainer runs this after every export.
 
@@ -89,7 +90,8 @@ def replay_warmup(loaded, export_dir: str) -> int:
 
 
 def validate(export_dir: str, examples_pattern: str, model_dir: str = "",
-             num_examples: int = 64) -> Dict[str, object]:
+             num_examples: int = 64, checkpoint: str = ""
+             ) -> Dict[str, object]:
   """All checks; returns a report, raises ValidationError on a failure."""
   report: Dict[str, object] = {"export_dir": export_dir}
   try:
@@ -124,7 +126,7 @@ def validate(export_dir: str, examples_pattern: str, model_dir: str = "",
     raise ValidationError(f"serving_default and predict_raw disagree by "
                           f"{report['signature_max_abs_diff']:.2e}.")
   if model_dir:
-    model, _ = restore.model_from_model_dir(model_dir)
+    model, _ = restore.model_from_model_dir(model_dir, checkpoint)
     features, _ = features_lib.FeatureTransform(schema).parse(
         serialized, with_labels=False)
     logits = model(features, training=False)
@@ -144,7 +146,8 @@ def main(argv):
   FLAGS = flags.FLAGS
   with cli.one_line_errors():
     try:
-      report = validate(FLAGS.export_dir, FLAGS.examples, FLAGS.model_dir)
+      report = validate(FLAGS.export_dir, FLAGS.examples, FLAGS.model_dir,
+                        checkpoint=FLAGS.checkpoint)
     except ValidationError as e:
       print(f"error: export validation failed: {cli.error_line(e)}",
             file=sys.stderr)
@@ -159,5 +162,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("examples", None, "TFRecords of real examples.")
   flags.DEFINE_string("model_dir", "", "The trainer's model_dir, to compare "
                       "with the in-memory model.")
+  flags.DEFINE_string("checkpoint", "", "With --model_dir: the checkpoint "
+                      "to compare with (empty: the latest).")
   flags.mark_flags_as_required(["export_dir", "examples"])
   app.run(main)

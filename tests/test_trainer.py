@@ -342,3 +342,180 @@ def test_rerun_of_a_finished_run_exports_without_training_again(
   assert summary["steps_run_by_this_process"] == 0
   assert summary["train_examples_per_sec"] is None
   assert os.listdir(tmp_path / "export" / "rankup") == ["1"]
+
+
+TINY_RANKUP = models.RankUpConfig(num_tokens=8, token_dim=16, embedding_dim=4,
+                                  tower_units=(8,), ffn_expansion=1)
+
+
+def test_early_stopping_stops_and_export_best_exports_the_best_step(
+    data_dir, tmp_path, monkeypatch, capsys):
+  """A scripted click AUC per evaluation (every 2 steps): best at step 4,
+  then two evaluations without a new best stop the run at step 8 of 16;
+  the export holds step 4's weights, not step 8's."""
+  from rankup_tf import features as features_lib
+  from rankup_tf import metrics as metrics_lib
+  from serving import export as export_lib
+  from serving import restore
+  scripted = iter([0.60, 0.70, 0.65, 0.69] + [0.99] * 10)
+  real = metrics_lib.task_metrics
+  def task_metrics(labels, probabilities, groups=None):
+    values = real(labels, probabilities, groups)
+    if task_metrics.calls % 2 == 0:  # the first task (click) of each eval
+      values["auc"] = next(scripted)
+    task_metrics.calls += 1
+    return values
+  task_metrics.calls = 0
+  monkeypatch.setattr(metrics_lib, "task_metrics", task_metrics)
+  model_dir = tmp_path / "run"
+  config = config_lib.TrainConfig(
+      train_files=f"{data_dir}/train-*", eval_files=f"{data_dir}/eval-*",
+      schema=f"{data_dir}/small.json", model_dir=str(model_dir),
+      export_dir=str(tmp_path / "export"), global_batch_size=256,
+      train_steps=16, eval_every_n_steps=2, checkpoint_every_n_steps=4,
+      early_stopping_patience=2, export_best=True, model_config=TINY_RANKUP)
+  summary = train.run(config)
+  assert "Early stopping at step 8" in capsys.readouterr().out
+  assert summary["steps"] == 8 and summary["exported_step"] == 4
+  assert summary["eval"]["click"]["auc"] == 0.70  # the exported step's
+  metrics = json.load(open(model_dir / "metrics.json"))
+  assert [h["step"] for h in metrics["history"]] == [2, 4, 6, 8]
+  assert [h["tasks"]["click"]["auc"] for h in metrics["history"]] == [
+      0.60, 0.70, 0.65, 0.69]
+  assert metrics["final"]["step"] == 8
+  assert metrics["best"] == {"metric": "click/auc", "step": 4, "value": 0.70}
+  assert metrics["early_stopping"] == {"patience": 2, "stopped": True,
+                                       "step": 8}
+  assert metrics["exported_step"] == 4
+  # Only the best survives in best/; the kept checkpoints end at step 8.
+  assert sorted(os.listdir(model_dir / "best")) == [
+      "ckpt-4.data-00000-of-00001", "ckpt-4.index"]
+  assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")
+                                    ).endswith("ckpt-8")
+
+  examples = export_lib.read_examples(f"{data_dir}/eval-*", 64)
+  loaded = tf.saved_model.load(str(tmp_path / "export" / "rankup" / "1"))
+  exported = loaded.signatures["serving_default"](
+      **{export_lib.EXAMPLES_INPUT: tf.constant(examples)})
+  features, _ = features_lib.FeatureTransform(
+      rankup_tf.Schema.load(f"{data_dir}/small.json")).parse(
+          tf.constant(examples), with_labels=False)
+  def predictions(checkpoint):
+    model, _ = restore.model_from_model_dir(str(model_dir), checkpoint)
+    return {t: tf.sigmoid(v).numpy()
+            for t, v in model(features, training=False).items()}
+  best = predictions(str(model_dir / "best" / "ckpt-4"))
+  last = predictions("")
+  for task in ("click", "conversion"):
+    np.testing.assert_allclose(exported[task].numpy(), best[task],
+                               atol=1e-5)
+    assert np.max(np.abs(exported[task].numpy() - last[task])) > 1e-4
+
+  # A rerun finds the early-stopped run finished instead of training anew
+  # (without an export this time, which takes long).
+  capsys.readouterr()
+  summary = train.run(dataclasses.replace(config, export_dir=""))
+  assert "Training already finished" in capsys.readouterr().out
+  assert summary["steps_run_by_this_process"] == 0
+  assert summary["steps"] == 8 and summary["eval"]["click"]["auc"] == 0.70
+  assert json.load(open(model_dir / "metrics.json"))["best"]["step"] == 4
+
+
+def test_a_resume_keeps_the_best_checkpoint_its_history_names(tmp_path):
+  """Evaluator.resume(step) after a kill: evaluations after the backup step
+  are forgotten, and so are best checkpoints other than the best among
+  the remembered evaluations (the one a newer best superseded survived,
+  since that newer best was after the last backup)."""
+  from trainer import evaluation
+
+  class Stub(tf.Module):
+    schema = None  # Evaluator reads it; resume needs none
+
+    def __init__(self):
+      super().__init__()
+      self.w = tf.Variable(0.0)
+  model = Stub()
+  checkpoints = evaluation.BestCheckpoints(model, str(tmp_path),
+                                           backup_every_n_steps=10)
+  best = evaluation.BestEvaluation("click", "auc", patience=3)
+  evaluator = evaluation.Evaluator(model, "unused", 8, str(tmp_path),
+                                   best=best, best_checkpoints=checkpoints)
+  history = []
+  for step, auc in [(5, 0.6), (10, 0.7), (15, 0.8), (18, 0.75)]:
+    history.append({"step": step, "tasks": {"click": {"auc": auc}}})
+    if best.update(history[-1]):
+      model.w.assign(step)
+      checkpoints.save(step)
+    checkpoints.prune(step)
+  # The backup at step 10 made step 5's best unreachable; 15 is after it.
+  assert checkpoints.steps() == [10, 15]
+  evaluator.history = history
+  evaluator.write()
+  evaluator.resume(10)  # killed at 19; the last backup is step 10's
+  assert [h["step"] for h in evaluator.history] == [5, 10]
+  assert (best.step, best.value, best.since) == (10, 0.7, 0)
+  assert checkpoints.steps() == [10]
+  restored = Stub()
+  tf.train.Checkpoint(model=restored).restore(checkpoints.path(10))
+  assert float(restored.w) == 10.0
+  evaluator.resume(0)  # a fresh run in the same model_dir
+  assert evaluator.history == [] and best.step is None
+  assert checkpoints.steps() == []
+
+
+def test_best_evaluation_picks_by_direction_and_counts_patience():
+  from trainer import evaluation
+  def result(step, value):
+    return {"step": step, "tasks": {"click": {"logloss": value}}}
+  best = evaluation.BestEvaluation("click", "logloss", patience=2)
+  improved = [best.update(result(s, v)) for s, v in
+              [(1, 0.5), (2, float("nan")), (3, 0.4), (4, 0.4), (5, 0.45)]]
+  assert improved == [True, False, True, False, False]
+  assert (best.step, best.value, best.stopped_at) == (3, 0.4, 5)
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(early_stopping_patience=2, eval_files="e"),
+     "early_stopping_patience needs evaluations during training"),
+    (dict(export_best=True, eval_every_n_steps=5),
+     "export_best needs evaluations during training: eval_files"),
+    (dict(early_stopping_patience=-1), "early_stopping_patience must be"),
+    (dict(early_stopping_metric="click/precision"),
+     "early_stopping_metric 'click/precision' is not <task>/<metric>"),
+    (dict(eval_every_epoch=True, eval_every_n_steps=5),
+     "Set eval_every_n_steps or eval_every_epoch, not both"),
+    (dict(export_best=True, eval_files="e", eval_every_n_steps=5,
+          strategy="multi_worker"),
+     "export_best is not supported with strategy multi_worker"),
+])
+def test_bad_early_stopping_settings_are_refused_by_name(setting, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    config_lib.TrainConfig(train_files="t", schema="s", model_dir="m",
+                           **setting)
+
+
+def test_early_stopping_metric_must_name_a_task_of_the_schema(data_dir,
+                                                              tmp_path):
+  config = config_lib.TrainConfig(
+      train_files=f"{data_dir}/train-*", eval_files=f"{data_dir}/eval-*",
+      schema=f"{data_dir}/small.json", model_dir=str(tmp_path / "run"),
+      train_steps=4, eval_every_n_steps=2, early_stopping_patience=1,
+      early_stopping_metric="purchase/auc", model_config=TINY_RANKUP)
+  with pytest.raises(ValueError, match=re.escape(
+      "early_stopping_metric 'purchase/auc': the schema has no task "
+      "'purchase'; its tasks are ['click', 'conversion']")):
+    train.run(config)
+
+
+def test_eval_every_epoch_evaluates_after_each_pass(data_dir, tmp_path):
+  config = config_lib.TrainConfig(
+      train_files=f"{data_dir}/train-*", eval_files=f"{data_dir}/eval-*",
+      schema=f"{data_dir}/small.json", model_dir=str(tmp_path / "run"),
+      global_batch_size=256, steps_per_epoch=3, epochs=2,
+      eval_every_epoch=True, model_config=TINY_RANKUP)
+  assert train.steps_plan(config) == {"total": 6, "loop": 3, "loops": 2}
+  train.run(config)
+  metrics = json.load(open(tmp_path / "run" / "metrics.json"))
+  assert [h["step"] for h in metrics["history"]] == [3, 6]
+  assert metrics["early_stopping"]["stopped"] is False
+  assert metrics["exported_step"] is None  # no export_dir

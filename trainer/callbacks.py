@@ -1,10 +1,13 @@
-"""Training callbacks: throughput, NaN guard, kept checkpoints, evaluation."""
+"""Training callbacks: throughput, NaN guard, kept checkpoints, evaluation
+and early stopping."""
 
 import math
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import List, Tuple
 
 import tensorflow as tf
+
+from trainer import evaluation
 
 
 class NaNLossError(RuntimeError):
@@ -155,19 +158,31 @@ class EpochKeptCheckpoints(KeptCheckpoints):
 
 
 class PeriodicEvaluation(tf.keras.callbacks.Callback):
-  """Runs `evaluate(step)` at the end of each Keras epoch whose step is a
-  multiple of `every_n_steps`."""
+  """Runs `evaluator(step)` at the end of each Keras epoch whose step is a
+  multiple of `every_n_steps`, and stops training when the evaluator's
+  early stopping fires (at an epoch end, so under ParameterServerStrategy
+  too). Put it after BackupAndRestore: at the start it takes up the run's
+  evaluations up to the step that callback resumed from."""
 
-  def __init__(self, evaluate: Callable[[int], Optional[dict]],
-               every_n_steps: int):
+  def __init__(self, evaluator: evaluation.Evaluator, every_n_steps: int):
     super().__init__()
-    self.evaluate = evaluate
+    self.evaluator = evaluator
     self.every_n_steps = every_n_steps
+
+  def on_train_begin(self, logs=None):
+    self.evaluator.resume(_step(self.model))
 
   def on_epoch_end(self, epoch, logs=None):
     step = _step(self.model)
-    if step % self.every_n_steps == 0:
-      self.evaluate(step)
+    if step % self.every_n_steps:
+      return
+    self.evaluator(step)
+    best = self.evaluator.best
+    if best is not None and best.stopped_at == step:
+      print(f"Early stopping at step {step}: {best.name} did not improve "
+            f"in {best.patience} evaluation(s); the best, {best.value}, was "
+            f"at step {best.step}.", flush=True)
+      self.model.stop_training = True
 
 
 def fault_tolerance(backup_dir: str, checkpoint_dir: str, every_n_steps: int,

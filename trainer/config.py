@@ -18,6 +18,7 @@ from rankup_tf import schema as schema_lib
 from serving import export as export_lib
 from serving import restore
 from trainer import checks
+from trainer import evaluation
 
 STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device",
               "parameter_server")
@@ -63,6 +64,18 @@ class TrainConfig:
     checkpoint_every_n_steps: checkpoints and the fault-tolerance backup.
     keep_checkpoints: checkpoints kept.
     eval_every_n_steps: full evaluation interval (0: only at the end).
+    eval_every_epoch: evaluate at the end of every pass over the training
+      data instead (eval_every_n_steps must be 0).
+    early_stopping_patience: stop after this many evaluations in a row
+      that do not beat the best (0: off).
+    early_stopping_metric: `<task>/<metric>` (metric: auc, gauc or
+      logloss) that chooses the best evaluation; '' is the first task's
+      AUC.
+    export_best: export the checkpoint of the best evaluation, kept under
+      model_dir/best/, instead of the last.
+    Early stopping and export_best need eval_files and periodic
+    evaluation (eval_every_n_steps or eval_every_epoch), and are not
+    supported under multi_worker (only the chief evaluates).
     erank_every_n_steps: effective-rank trajectory interval (0: off).
     strategy: auto, mirrored, multi_worker, one_device or parameter_server.
     ps_min_shard_bytes, ps_max_shards: parameter_server only; a variable is
@@ -96,6 +109,10 @@ class TrainConfig:
   checkpoint_every_n_steps: int = 500
   keep_checkpoints: int = 3
   eval_every_n_steps: int = 0
+  eval_every_epoch: bool = False
+  early_stopping_patience: int = 0
+  early_stopping_metric: str = ""
+  export_best: bool = False
   erank_every_n_steps: int = 0
   strategy: str = "auto"
   ps_min_shard_bytes: int = 256 << 10
@@ -132,6 +149,23 @@ class TrainConfig:
          "checkpoint_every_n_steps and keep_checkpoints must be positive.")
     need(self.eval_every_n_steps >= 0 and self.erank_every_n_steps >= 0,
          "eval_every_n_steps and erank_every_n_steps must be >= 0.")
+    need(not (self.eval_every_epoch and self.eval_every_n_steps),
+         "Set eval_every_n_steps or eval_every_epoch, not both.")
+    need(self.early_stopping_patience >= 0,
+         "early_stopping_patience must be >= 0.")
+    if self.early_stopping_metric:
+      evaluation.check_metric_name(self.early_stopping_metric)
+    if self.early_stopping_patience or self.export_best:
+      setting = ("early_stopping_patience" if self.early_stopping_patience
+                 else "export_best")
+      need(self.eval_files and (self.eval_every_n_steps
+                                or self.eval_every_epoch),
+           f"{setting} needs evaluations during training: eval_files and "
+           "eval_every_n_steps > 0 or eval_every_epoch.")
+      need(self.strategy != "multi_worker",
+           f"{setting} is not supported with strategy multi_worker: only "
+           "the chief evaluates, and stopping or saving the best would "
+           "need every worker.")
     need(self.ps_min_shard_bytes > 0 and self.ps_max_shards >= 0,
          "ps_min_shard_bytes must be positive and ps_max_shards >= 0.")
     for name in ("dense_learning_rate", "sparse_learning_rate"):

@@ -20,10 +20,11 @@ the saved schema) -> a preflight read of one batch
 (sparse optimizer for embedding tables, dense optimizer for the rest) under
 the strategy -> Keras fit with BackupAndRestore (a killed run resumes at its
 last backup step), kept checkpoints, a NaN guard, TensorBoard and the
-effective-rank callback -> whole-eval-set metrics (metrics.json) -> export
-of the final checkpoint, restored into a model outside any strategy (so a
-sharded or mirrored model exports as one ordinary SavedModel), validated in
-a fresh process -> a summary table.
+effective-rank callback, periodic evaluation with early stopping and the
+best checkpoint -> whole-eval-set metrics (metrics.json) -> export of the
+final (--export_best: the best) checkpoint, restored into a model outside
+any strategy (so a sharded or mirrored model exports as one ordinary
+SavedModel), validated in a fresh process -> a summary table.
 """
 
 import contextlib
@@ -33,7 +34,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from absl import app
 from absl import flags
@@ -112,28 +113,35 @@ def make_optimizer(config: config_lib.TrainConfig, model):
   return optimizer
 
 
+def _steps_per_data_epoch(config: config_lib.TrainConfig) -> int:
+  per_epoch = config.steps_per_epoch
+  if not per_epoch:
+    stats_path = os.path.join(os.path.dirname(config.schema), "stats.json")
+    if not tf.io.gfile.exists(stats_path):
+      raise ValueError(f"Set --train_steps or --steps_per_epoch: there is "
+                       f"no {stats_path} to count training rows from.")
+    with tf.io.gfile.GFile(stats_path) as f:
+      rows = json.load(f)["train"]["rows"]
+    per_epoch = rows // config.global_batch_size
+    if per_epoch < 1:
+      raise ValueError(f"{stats_path} counts {rows} training rows, fewer "
+                       f"than one global batch of "
+                       f"{config.global_batch_size}.")
+  return per_epoch
+
+
 def steps_plan(config: config_lib.TrainConfig) -> Dict[str, int]:
   """Total steps and the Keras epoch length (an evaluation interval)."""
-  total = config.train_steps
-  if not total:
-    per_epoch = config.steps_per_epoch
-    if not per_epoch:
-      stats_path = os.path.join(os.path.dirname(config.schema), "stats.json")
-      if not tf.io.gfile.exists(stats_path):
-        raise ValueError(f"Set --train_steps or --steps_per_epoch: there is "
-                         f"no {stats_path} to count training rows from.")
-      with tf.io.gfile.GFile(stats_path) as f:
-        rows = json.load(f)["train"]["rows"]
-      per_epoch = rows // config.global_batch_size
-      if per_epoch < 1:
-        raise ValueError(f"{stats_path} counts {rows} training rows, fewer "
-                         f"than one global batch of "
-                         f"{config.global_batch_size}.")
-    total = per_epoch * config.epochs
-  loop = config.eval_every_n_steps or total
+  total = config.train_steps or (_steps_per_data_epoch(config)
+                                 * config.epochs)
+  if config.eval_every_epoch:
+    loop, setting = _steps_per_data_epoch(config), "--eval_every_epoch"
+  else:
+    loop = config.eval_every_n_steps or total
+    setting = f"--eval_every_n_steps={loop}"
   if total % loop:
     raise ValueError(f"{total} training steps are not a whole number of "
-                     f"--eval_every_n_steps={loop} intervals.")
+                     f"{setting} intervals ({loop} steps).")
   return {"total": total, "loop": loop, "loops": total // loop}
 
 
@@ -184,12 +192,15 @@ def _write_run_files(config: config_lib.TrainConfig,
   schema.save(os.path.join(config.model_dir, restore.SCHEMA_FILE))
 
 
-def _validate_export(path: str, config: config_lib.TrainConfig) -> None:
-  """serving.validate in a fresh process; raises if it fails."""
+def _validate_export(path: str, config: config_lib.TrainConfig,
+                     checkpoint: str) -> None:
+  """serving.validate in a fresh process, against `checkpoint` ('': the
+  latest); raises if it fails."""
   examples = config.eval_files or config.train_files
   result = subprocess.run(
       [sys.executable, "-m", "serving.validate", f"--export_dir={path}",
-       f"--model_dir={config.model_dir}", f"--examples={examples}"],
+       f"--model_dir={config.model_dir}", f"--checkpoint={checkpoint}",
+       f"--examples={examples}"],
       capture_output=True, text=True,
       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   if result.returncode != 0:
@@ -209,8 +220,9 @@ def _precision(policy: str):
 
 
 def _check_same_predictions(trained, final_model, config, schema) -> None:
-  """The restored final checkpoint predicts what the trained model does
-  (catches a checkpoint that missed or mangled a sharded table)."""
+  """The checkpoint restored outside the strategy predicts what the trained
+  model (holding the same checkpoint's weights) does (catches a checkpoint
+  that missed or mangled a sharded table)."""
   features, _ = next(iter(rankup_tf.make_dataset(
       config.eval_files or config.train_files, schema, 64, shuffle=False,
       deterministic=True, drop_remainder=False,
@@ -227,7 +239,7 @@ def _check_same_predictions(trained, final_model, config, schema) -> None:
         - tf.sigmoid(tf.cast(actual[task], tf.float32)))))
     if not difference <= tolerance:
       raise TrainingError(
-          f"The final checkpoint restored outside the strategy predicts "
+          f"The checkpoint restored outside the strategy predicts "
           f"{task} up to {difference} away from the trained model.")
 
 
@@ -239,11 +251,11 @@ def _shard_layout(model) -> Dict:
           for name, table in model.embedding.tables.items()}
 
 
-def _summary(config, model, strategy, plan, throughput, wall_seconds,
+def _summary(config, model, strategy, steps, throughput, wall_seconds,
              eval_result, export_path) -> Dict:
   counts = model.parameter_counts()
   summary = {
-      "model": config.model, "steps": plan["total"],
+      "model": config.model, "steps": steps,
       "steps_run_by_this_process": throughput.batches,
       "global_batch_size": config.global_batch_size,
       "replicas": strategy.num_replicas_in_sync,
@@ -254,7 +266,7 @@ def _summary(config, model, strategy, plan, throughput, wall_seconds,
       "eval": eval_result["tasks"] if eval_result else None,
       "export": export_path,
   }
-  rows = [("model", config.model), ("steps", plan["total"]),
+  rows = [("model", config.model), ("steps", steps),
           ("replicas", summary["replicas"]),
           ("params (embedding / dense)",
            f"{counts['embedding']:,} / {counts['dense']:,}"),
@@ -276,6 +288,35 @@ def _summary(config, model, strategy, plan, throughput, wall_seconds,
   return summary
 
 
+def _finished_step(config: config_lib.TrainConfig, plan: Dict[str, int],
+                   checkpoint_dir: str) -> Optional[int]:
+  """The step a finished run in model_dir ended at, if its final checkpoint
+  is there: the planned total, or the step early stopping ended it at."""
+  steps = [plan["total"]]
+  if config.early_stopping_patience:
+    stopped = evaluation.early_stopped_step(config.model_dir)
+    if stopped is not None:
+      steps.append(stopped)
+  for step in steps:
+    if tf.io.gfile.exists(os.path.join(checkpoint_dir,
+                                       f"ckpt-{step}.index")):
+      return step
+  return None
+
+
+def _best_checkpoint(evaluator: evaluation.Evaluator) -> Tuple[str, Dict]:
+  """The best evaluation's checkpoint path and that evaluation."""
+  best = evaluator.best
+  if best.step is None:
+    raise TrainingError(f"export_best: no evaluation had a finite "
+                        f"{best.name}; there is no best checkpoint.")
+  path = evaluator.best_checkpoints.path(best.step)
+  if not tf.io.gfile.exists(path + ".index"):
+    raise TrainingError(f"export_best: the best checkpoint {path} (step "
+                        f"{best.step}) is missing.")
+  return path, next(h for h in evaluator.history if h["step"] == best.step)
+
+
 def run(config: config_lib.TrainConfig,
         strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
   """Trains, evaluates and exports as `config` says; returns the summary."""
@@ -286,6 +327,14 @@ def run(config: config_lib.TrainConfig,
   tf.keras.utils.set_random_seed(config.seed)
   schema = schema_lib.Schema.load(config.schema)
   plan = steps_plan(config)
+  best_task, best_metric = evaluation.selection_metric(
+      config.early_stopping_metric, schema)
+  if ((config.early_stopping_patience or config.export_best)
+      and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)):
+    raise ValueError("early_stopping_patience and export_best are not "
+                     "supported under MultiWorkerMirroredStrategy: only the "
+                     "chief evaluates, and stopping or saving the best would "
+                     "need every worker.")
   schema = _frequent_values(config, schema)
   _preflight(config, schema)
   if chief:
@@ -328,10 +377,19 @@ def run(config: config_lib.TrainConfig,
     callbacks.append(tf.keras.callbacks.TensorBoard(log_dir,
                                                     update_freq=100))
     if config.eval_files:
-      evaluator = evaluation.Evaluator(model, config.eval_files,
-                                       config.global_batch_size,
-                                       config.model_dir, log_dir)
-      if config.eval_every_n_steps:
+      # Under parameter_server a backup ends every Keras epoch.
+      best_checkpoints = (evaluation.BestCheckpoints(
+          model, config.model_dir,
+          epoch_steps if parameter_server
+          else config.checkpoint_every_n_steps)
+                          if config.export_best else None)
+      evaluator = evaluation.Evaluator(
+          model, config.eval_files, config.global_batch_size,
+          config.model_dir, log_dir,
+          best=evaluation.BestEvaluation(best_task, best_metric,
+                                         config.early_stopping_patience),
+          best_checkpoints=best_checkpoints)
+      if config.eval_every_n_steps or config.eval_every_epoch:
         callbacks.append(callbacks_lib.PeriodicEvaluation(evaluator,
                                                           plan["loop"]))
     if config.erank_every_n_steps and hasattr(model, "token_states"):
@@ -341,16 +399,19 @@ def run(config: config_lib.TrainConfig,
       callbacks.append(diagnostics.EffectiveRankCallback(
           probe, config.erank_every_n_steps, config.model_dir, log_dir))
 
-  final_checkpoint = os.path.join(checkpoint_dir, f"ckpt-{plan['total']}")
+  finished = _finished_step(config, plan, checkpoint_dir)
   start = time.time()
-  if tf.io.gfile.exists(final_checkpoint + ".index"):
+  if finished is not None:
     # A rerun of a finished run (its export failed or was killed): the
     # backup is gone but the final checkpoint is not; evaluate and export
     # that instead of training again from step 0.
+    final_checkpoint = os.path.join(checkpoint_dir, f"ckpt-{finished}")
     print(f"Training already finished: {final_checkpoint}; evaluating and "
           "exporting it.", flush=True)
     tf.train.Checkpoint(model=model).restore(final_checkpoint
                                              ).expect_partial()
+    if evaluator is not None:
+      evaluator.resume(finished)
   else:
     # The progress bar on a terminal; one line per epoch in logs.
     model.fit(train_data, epochs=plan["total"] // epoch_steps,
@@ -359,19 +420,27 @@ def run(config: config_lib.TrainConfig,
   wall = time.time() - start
   if bad_records is not None:
     print(f"bad input skipped: {bad_records.result()}", flush=True)
+  # Fewer than planned when early stopping ended the run.
+  final_step = int(model.optimizer.iterations.numpy())
 
   eval_result = None
   if evaluator is not None:
     eval_result = (evaluator.history[-1] if evaluator.history
-                   and evaluator.history[-1]["step"] == plan["total"]
-                   else evaluator(plan["total"]))
+                   and evaluator.history[-1]["step"] == final_step
+                   else evaluator(final_step))
   if not chief:
-    return {"model": config.model, "steps": plan["total"], "chief": False}
-  # The final checkpoint in a model outside any strategy: what is exported,
-  # one ordinary model whatever the strategy (sharded tables gathered).
-  # In float32 whatever the training precision: serving CPUs may lack fast
-  # 16-bit matmuls, and the weights are float32 anyway.
-  final_model, _ = restore.model_from_model_dir(config.model_dir)
+    return {"model": config.model, "steps": final_step, "chief": False}
+  checkpoint, exported_step = "", final_step  # "": the latest, the final
+  if config.export_best:
+    checkpoint, eval_result = _best_checkpoint(evaluator)
+    exported_step = eval_result["step"]
+    # The trained model gets the best weights too, for the check below.
+    tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
+  # The exported checkpoint in a model outside any strategy: one ordinary
+  # model whatever the strategy (sharded tables gathered). In float32
+  # whatever the training precision: serving CPUs may lack fast 16-bit
+  # matmuls, and the weights are float32 anyway.
+  final_model, _ = restore.model_from_model_dir(config.model_dir, checkpoint)
   _check_same_predictions(model, final_model, config, schema)
   export_path = None
   if config.export_dir:
@@ -379,9 +448,13 @@ def run(config: config_lib.TrainConfig,
     export_path = export_lib.export_saved_model(
         final_model, schema, config.export_dir, config.model_name,
         export_lib.read_examples(config.eval_files or config.train_files, 8),
-        validate=lambda path: _validate_export(path, config))
-  summary = _summary(config, final_model, strategy, plan, throughput, wall,
-                     eval_result, export_path)
+        validate=lambda path: _validate_export(path, config, checkpoint))
+  if evaluator is not None:
+    evaluator.fields["exported_step"] = exported_step if export_path else None
+    evaluator.write()
+  summary = _summary(config, final_model, strategy, final_step, throughput,
+                     wall, eval_result, export_path)
+  summary["exported_step"] = exported_step if export_path else None
   summary["embedding_shards"] = _shard_layout(model)
   with tf.io.gfile.GFile(os.path.join(config.model_dir, "summary.json"),
                          "w") as f:
