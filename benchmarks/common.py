@@ -105,8 +105,8 @@ class Component(NamedTuple):
   in_paper_table: bool  # the paper reports it alone on top of RankMixer
 
 
-# In ladder order. num_embedding_views is not a component field: it follows
-# from which views have a role (see _views).
+# In ladder order. num_embedding_views is not a component field: the
+# default (0) gives every view that has a role its own table.
 COMPONENTS = (
     Component("random_split", "random permutation split",
               frozenset({"split"}), True),
@@ -130,17 +130,7 @@ def _available(schema: rankup_tf.Schema) -> List[Component]:
           and (c.name != "sparse_crosses" or "sparse" in kinds)]
 
 
-def _views(config: models.RankUpConfig, schema: rankup_tf.Schema) -> int:
-  """The K whose every view has a role: the token view, the global token's
-  (a second table only with a global token) and a third for sparse
-  crosses."""
-  sparse = config.cross_tokens and config.sparse_cross_tokens and any(
-      schema.cross_kind(p) == "sparse" for p in schema.crosses)
-  return 1 + int(config.global_token) + int(config.global_token and sparse)
-
-
-def token_config(schema: rankup_tf.Schema, token: Dict,
-                 on: Iterable[str]) -> models.RankUpConfig:
+def token_config(token: Dict, on: Iterable[str]) -> models.RankUpConfig:
   """RankMixer as a RankUpConfig with the named components switched to the
   shipped RankUp's values."""
   on = set(on)
@@ -151,9 +141,8 @@ def token_config(schema: rankup_tf.Schema, token: Dict,
       values.update({f: getattr(full, f) for f in component.fields})
   if "crossed" in on or "sparse_crosses" in on:
     values["cross_tokens"] = True
-  config = models.RankUpConfig(**values)
-  return dataclasses.replace(config,
-                             num_embedding_views=_views(config, schema))
+  values["num_embedding_views"] = full.num_embedding_views
+  return models.RankUpConfig(**values)
 
 
 def token_shape(t: int, d: int, layers: int, emb: int) -> Dict:
@@ -174,7 +163,7 @@ def rankmixer_row(token: Dict) -> Row:
 
 def full_rankup_row(schema: rankup_tf.Schema, token: Dict) -> Row:
   return Row("full_rankup", "rankup", token_config(
-      schema, token, [c.name for c in _available(schema)]),
+      token, [c.name for c in _available(schema)]),
              "full RankUp (+ pre-LN SwiGLU)")
 
 
@@ -187,15 +176,14 @@ def ladder(schema: rankup_tf.Schema, token: Dict) -> List[Row]:
   for component in available[:-1]:
     on.append(component.name)
     rows.append(Row(component.name, "rankup",
-                    token_config(schema, token, on), f"+ {component.label}"))
+                    token_config(token, on), f"+ {component.label}"))
   return rows + [full_rankup_row(schema, token)]
 
 
 def single_component_rows(schema: rankup_tf.Schema,
                           token: Dict) -> List[Row]:
   """The paper's table: each component alone on top of RankMixer."""
-  return [Row(f"only_{c.name}", "rankup", token_config(schema, token,
-                                                         [c.name]),
+  return [Row(f"only_{c.name}", "rankup", token_config(token, [c.name]),
               f"RankMixer + {c.label} alone")
           for c in _available(schema) if c.in_paper_table]
 

@@ -111,7 +111,9 @@ def test_rows_differ_from_rankmixer_in_the_documented_components(data):
                                   if c.in_paper_table)
   for name, row in single.items():
     assert _components_switched(row.config, rankmixer) == {name[5:]}, name
-  assert single["only_global_multi_embedding"].config.num_embedding_views == 2
+  def views(row):  # K resolved by the model: one table per role
+    return models.build_model("rankup", schema, row.config).num_embedding_views
+  assert views(single["only_global_multi_embedding"]) == 2
 
   ladder = [r for r in common.ladder(schema, TOKEN) if r.model == "rankup"]
   assert [r.name for r in ladder] == [c.name for c in common.COMPONENTS[:-1]
@@ -120,8 +122,9 @@ def test_rows_differ_from_rankmixer_in_the_documented_components(data):
   for row, component in zip(ladder, common.COMPONENTS):
     assert _components_switched(row.config, previous) == {component.name}
     previous = row.config
-  views = {r.name: r.config.num_embedding_views for r in ladder}
-  assert (views["crossed"], views["sparse_crosses"]) == (2, 3)
+  by_name = {r.name: r for r in ladder}
+  assert (views(by_name["crossed"]), views(by_name["sparse_crosses"])) == (
+      2, 3)
   # The last step is the shipped RankUp.
   assert ladder[-1].config == models.RankUpConfig(**TOKEN)
 

@@ -1,5 +1,7 @@
 """Models: shapes for every config, bad configs, reports, distributed training."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -136,7 +138,7 @@ def test_view_embedding_dims_size_each_views_table_and_train(schema, batch):
     (dict(num_tokens=7, token_dim=16),
      r"token_dim D=16 is not divisible by num_tokens T=7 .* T can be one of "
      r"\[8\]"),
-    (dict(num_embedding_views=0), "num_embedding_views must be 1, 2 or 3"),
+    (dict(num_embedding_views=4), "num_embedding_views must be 1, 2 or 3"),
     (dict(num_embedding_views=3, cross_tokens=False),
      r"view\(s\) \[3\] would feed nothing"),
     (dict(num_tokens=4, token_dim=16), "num_tokens=4 leaves no sparse tokens"),
@@ -260,3 +262,21 @@ def test_xla_compiled_interaction_matches_and_is_profiled(schema, batch):
     np.testing.assert_allclose(compiled[task], plain[task], rtol=1e-4,
                                atol=1e-5)
   assert model.flops_per_example() == flops
+
+
+def test_default_views_are_the_ones_with_a_role(schema):
+  config = models.RankUpConfig(num_tokens=8, token_dim=16, **SMALL)
+  kinds = [schema.cross_kind(p) for p in schema.crosses]
+  assert "sparse" in kinds  # the fixture has a sparse cross pair
+  assert models.build_model("rankup", schema,
+                            config).num_embedding_views == 3
+  # Without sparse cross pairs (Criteo), no third view: the default model
+  # builds instead of asking for num_embedding_views=2.
+  no_sparse_pairs = dataclasses.replace(schema, crosses=tuple(
+      p for p in schema.crosses if schema.cross_kind(p) != "sparse"))
+  model = models.build_model("rankup", no_sparse_pairs, config)
+  assert model.num_embedding_views == 2
+  assert len(model.embedding.view_dims) == 2
+  # Without a global token, one view.
+  assert models.build_model("rankup", no_sparse_pairs, dataclasses.replace(
+      config, global_token=False)).num_embedding_views == 1

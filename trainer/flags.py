@@ -37,7 +37,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("ffn_expansion", rankup.ffn_expansion, "k: per-token "
                        "FFN expansion.")
   flags.DEFINE_integer("num_embedding_views", rankup.num_embedding_views,
-                       "K: embedding views (rankup; 1 = single embedding).")
+                       "K: embedding views (rankup; 1 = single embedding; 0 "
+                       "= every view that has a role: 3 with sparse cross "
+                       "pairs in the schema, else 2).")
   flags.DEFINE_integer("embedding_dim", rankup.embedding_dim, "d: embedding "
                        "dim of every view.")
   flags.DEFINE_list("view_embedding_dims", [], "Embedding dim of each view "

@@ -81,9 +81,13 @@ class RankUpConfig(ModelConfig):
     token_dim: D.
     num_layers: L blocks.
     ffn_expansion: k, per-token FFN width kD.
-    num_embedding_views: K in 1..3. View 1 feeds the global token, view 2
-      the sparse tokens, view 3 the sparse cross tokens; with fewer views the
-      later roles share the last view (K = 1: single embedding).
+    num_embedding_views: K in 1..3, or 0 (the default) for every view that
+      has a role with this config and schema: 1, + 1 with a global token,
+      + 1 more with sparse cross tokens on a schema that has sparse cross
+      pairs (so 3 on the synthetic log, 2 on Criteo). View 1 feeds the
+      global token, view 2 the sparse tokens, view 3 the sparse cross
+      tokens; with fewer views the later roles share the last view (K = 1:
+      single embedding). A K with a view that would feed nothing is refused.
     view_embedding_dims: the embedding dim of each view (SPEC 3.2), K
       entries; empty gives every view `embedding_dim`.
     split: "random" (permutation, RankUp), "semantic" (RankMixer) or
@@ -108,7 +112,7 @@ class RankUpConfig(ModelConfig):
   token_dim: int = 64
   num_layers: int = 2
   ffn_expansion: int = 4
-  num_embedding_views: int = 3
+  num_embedding_views: int = 0
   view_embedding_dims: Tuple[int, ...] = ()
   split: str = "random"
   permutation_seed: int = 0

@@ -44,14 +44,18 @@ class RankUpModel(base.RankingModel):
                **kwargs):
     super().__init__(schema, config, **kwargs)
     c = self._token_config(config)
-    k = c.num_embedding_views
-    if not 1 <= k <= 3:
+    if not 0 <= c.num_embedding_views <= 3:
       raise ValueError(f"num_embedding_views must be 1, 2 or 3 (global, "
-                       f"sparse-token and cross views), got {k}.")
+                       f"sparse-token and cross views), or 0 for every view "
+                       f"that has a role; got {c.num_embedding_views}.")
     self.sparse_crosses = ([p for p in schema.crosses
                             if schema.cross_kind(p) == "sparse"]
                            if c.cross_tokens and c.sparse_cross_tokens
                            else [])
+    # K, resolved: each view that has a role gets its own table.
+    self.num_embedding_views = k = c.num_embedding_views or (
+        1 + int(c.global_token)
+        + int(c.global_token and bool(self.sparse_crosses)))
     self.pretrained_crosses = ([p for p in schema.crosses
                                 if schema.cross_kind(p) == "pretrained"]
                                if c.cross_tokens else [])
@@ -60,7 +64,7 @@ class RankUpModel(base.RankingModel):
                    "cross": min(_CROSS_VIEW, k - 1)}
     self._check_views(c)
     self._token_counts = self._count_tokens(c)
-    self._embedding_stage(self._view_dims(c), self._view_features(c))
+    self._embedding_stage(self._view_dims(c, k), self._view_features(c))
 
     self.tokenizer = self._make_split(c)
     l2 = c.dense_l2
@@ -95,8 +99,7 @@ class RankUpModel(base.RankingModel):
 
   # -- construction checks ----------------------------------------------------
   @staticmethod
-  def _view_dims(c: configs.RankUpConfig) -> List[int]:
-    k = c.num_embedding_views
+  def _view_dims(c: configs.RankUpConfig, k: int) -> List[int]:
     if not c.view_embedding_dims:
       return [c.embedding_dim] * k
     dims = list(c.view_embedding_dims)
@@ -115,13 +118,13 @@ class RankUpModel(base.RankingModel):
       used.add(self._views["global"])
     if self.sparse_crosses:
       used.add(self._views["cross"])
-    unused = sorted(set(range(c.num_embedding_views)) - used)
+    unused = sorted(set(range(self.num_embedding_views)) - used)
     if unused:
       roles = {0: "the global token (global_token is off)",
                2: "sparse cross tokens (no sparse cross pair in the schema, "
                   "or cross_tokens is off)"}
       raise ValueError(
-          f"num_embedding_views={c.num_embedding_views}, but view(s) "
+          f"num_embedding_views={self.num_embedding_views}, but view(s) "
           f"{[v + 1 for v in unused]} would feed nothing: view "
           + "; view ".join(f"{v + 1} is for {roles[v]}" for v in unused)
           + f". Use num_embedding_views={len(used)}.")
@@ -158,7 +161,7 @@ class RankUpModel(base.RankingModel):
     return counts
 
   def _view_features(self, c: configs.RankUpConfig) -> List[List[str]]:
-    views = [[] for _ in range(c.num_embedding_views)]
+    views = [[] for _ in range(self.num_embedding_views)]
 
     def cover(view, names):
       views[view] += [n for n in names if n not in views[view]]
