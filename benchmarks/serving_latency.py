@@ -56,8 +56,7 @@ def main(argv):
   loaded = tf.saved_model.load(FLAGS.export_dir)
   model, schema = restore.model_from_model_dir(FLAGS.model_dir)
   transform = features_lib.FeatureTransform(schema)
-  in_memory = tf.function(lambda f: {
-      t: tf.sigmoid(v) for t, v in model(f, training=False).items()})
+  in_memory = tf.function(model.probabilities)
   sizes = [int(b) for b in FLAGS.batch_sizes]
   examples = export_lib.read_examples(FLAGS.examples, max(sizes))
   print(f"{'batch':>5} {'variant':>16} {'p50 ms':>9} {'p99 ms':>9} "

@@ -76,7 +76,6 @@ class ServingModule(tf.Module):
     super().__init__(name="rankup_serving")
     self.model = model
     self.transform = features_lib.FeatureTransform(schema)
-    self.task_names = list(schema.task_names)
     self.serve_examples = tf.function(
         self._serve_examples,
         input_signature=[tf.TensorSpec([None], tf.string,
@@ -86,9 +85,8 @@ class ServingModule(tf.Module):
         input_signature=[features_lib.raw_input_specs(schema)])
 
   def _predict(self, features) -> Dict[str, tf.Tensor]:
-    logits = self.model(features, training=False)
-    return {t: tf.sigmoid(tf.cast(logits[t], tf.float32), name=t)
-            for t in self.task_names}
+    return {t: tf.identity(p, name=t)
+            for t, p in self.model.probabilities(features).items()}
 
   def _serve_examples(self, examples):
     check = tf.debugging.assert_greater(

@@ -129,8 +129,8 @@ def validate(export_dir: str, examples_pattern: str, model_dir: str = "",
     model, _ = restore.model_from_model_dir(model_dir, checkpoint)
     features, _ = features_lib.FeatureTransform(schema).parse(
         serialized, with_labels=False)
-    logits = model(features, training=False)
-    in_memory = {t: tf.sigmoid(logits[t]).numpy() for t in logits}
+    in_memory = {t: p.numpy()
+                 for t, p in model.probabilities(features).items()}
     report["in_memory_max_abs_diff"] = _max_diff(from_examples, in_memory)
     if report["in_memory_max_abs_diff"] > TOLERANCE:
       raise ValidationError(f"The export and the in-memory model from "

@@ -27,12 +27,7 @@ def predict(model, dataset: tf.data.Dataset) -> Dict[str, np.ndarray]:
   alone (no collectives), so one worker can evaluate while others wait.
   """
   task_names = model.schema.task_names
-
-  @tf.function
-  def step(features):
-    logits = model(features, training=False)
-    return {t: tf.sigmoid(tf.cast(logits[t], tf.float32)) for t in task_names}
-
+  step = tf.function(model.probabilities)
   columns: Dict[str, List[np.ndarray]] = {}
   for features, labels in dataset:
     outputs = {f"prediction/{t}": v for t, v in step(features).items()}

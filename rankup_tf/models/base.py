@@ -129,6 +129,13 @@ class RankingModel(tfrs.Model):
     interact = getattr(self, "_interact", self.interact)
     return interact(views, self.dense_inputs(features), training=training)
 
+  def probabilities(self, features: Dict[str, tf.Tensor]
+                    ) -> Dict[str, tf.Tensor]:
+    """Each task's predicted probability at inference, in float32 whatever
+    the precision policy (what evaluation, export and checks compare)."""
+    return {task: tf.sigmoid(tf.cast(logit, tf.float32))
+            for task, logit in self(features, training=False).items()}
+
   # -- training -------------------------------------------------------------
   @property
   def metrics(self):
