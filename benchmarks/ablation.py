@@ -250,9 +250,10 @@ def write_tables(rows: List[Row], summaries: Dict, peak: float,
         judged = ("reference" if row.name == "rankmixer"
                   else verdict(delta, z, len(aucs)))
         lines.append(
-            f"| {row.label} | {common.mean_std(aucs)} | {delta:+.4f} | "
-            f"{z:+.1f} | {judged} | "
-            f"{common.mean_std(gaucs)} | {gdelta:+.4f} | {gz:+.1f} | "
+            f"| {row.label} | {common.mean_std(aucs)} | "
+            f"{common.signed(delta)} | {common.signed(z, 1)} | {judged} | "
+            f"{common.mean_std(gaucs)} | {common.signed(gdelta)} | "
+            f"{common.signed(gz, 1)} | "
             f"{common.mean_std(metric(row.name, task, 'logloss'))} |")
       lines.append("")
   if iso:

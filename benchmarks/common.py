@@ -277,6 +277,12 @@ def finite(values: Iterable[Optional[float]]) -> List[float]:
   return [v for v in values if v is not None and v == v]
 
 
+def signed(value: float, digits: int = 4) -> str:
+  """+0.0123, or n/a when there is nothing to compare (no GAUC without
+  user ids)."""
+  return f"{value:+.{digits}f}" if np.isfinite(value) else "n/a"
+
+
 def mean_std(values: Iterable[Optional[float]]) -> str:
   values = finite(values)
   if not values:

@@ -284,9 +284,8 @@ def write_results(setup: common.Setup, budget: Budget, rows: List[Row],
         pair = [metric(row.name, s, task, key) for s in SETTINGS]
         means = [np.mean(common.finite(v)) if common.finite(v)
                  else float("nan") for v in pair]
-        delta = means[1] - means[0]
         cells += [common.mean_std(pair[0]), common.mean_std(pair[1]),
-                  f"{delta:+.4f}" if np.isfinite(delta) else "n/a"]
+                  common.signed(means[1] - means[0])]
       lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
     lines.append("")
   names = list(SEARCH_SPACE)
