@@ -37,3 +37,21 @@ def mirrored_strategy():
   instance keys and abort each other's all-reduces.)
   """
   return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+@pytest.fixture(scope="module")
+def schema():
+  """A schema with every feature kind (tests/tfexamples.py)."""
+  from tests import tfexamples  # pylint: disable=import-outside-toplevel
+  return tfexamples.all_kinds_schema()
+
+
+@pytest.fixture(scope="module")
+def batch(schema, tmp_path_factory):
+  """One parsed batch of 16 rows of `schema`."""
+  import rankup_tf  # pylint: disable=import-outside-toplevel
+  from tests import tfexamples  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path_factory.mktemp("batch") / "b.tfrecord")
+  tfexamples.write_records(path, [tfexamples.example(
+      tfexamples.all_kinds_row(i)) for i in range(16)])
+  return next(iter(rankup_tf.make_dataset(path, schema, 16, shuffle=False)))

@@ -14,19 +14,6 @@ from data import synthetic
 from tests import tfexamples
 
 
-@pytest.fixture(scope="module")
-def schema():
-  return tfexamples.all_kinds_schema()
-
-
-@pytest.fixture(scope="module")
-def batch(schema, tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("batch") / "b.tfrecord")
-  tfexamples.write_records(path, [tfexamples.example(
-      tfexamples.all_kinds_row(i)) for i in range(16)])
-  return next(iter(rankup_tf.make_dataset(path, schema, 16, shuffle=False)))
-
-
 SMALL = dict(embedding_dim=4, tower_units=(8,))
 LADDER = {
     "rankmixer": ("rankmixer", models.RankMixerConfig(

@@ -13,7 +13,6 @@ from rankup_tf.layers import backbone
 from rankup_tf.layers import embedding as embedding_lib
 from rankup_tf.layers import heads
 from rankup_tf.layers import tokenizers
-from tests import tfexamples
 
 SMALL = dict(embedding_dim=4, tower_units=(8,))
 CONFIGS = {
@@ -27,19 +26,6 @@ CONFIGS = {
 # per-token FFN matrices and MoE routers.
 KERNEL_NAMES = {"kernel", "w1", "w2", "w3", "train_router",
                 "inference_router"}
-
-
-@pytest.fixture(scope="module")
-def schema():
-  return tfexamples.all_kinds_schema()
-
-
-@pytest.fixture(scope="module")
-def batch(schema, tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("batch") / "b.tfrecord")
-  tfexamples.write_records(path, [tfexamples.example(
-      tfexamples.all_kinds_row(i)) for i in range(16)])
-  return next(iter(rankup_tf.make_dataset(path, schema, 16, shuffle=False)))
 
 
 def _model(schema, name, **change):
