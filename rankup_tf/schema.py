@@ -391,14 +391,7 @@ def _validate_sparse(f: SparseFeature) -> None:
   if f.vocabulary is not None:
     if not f.vocabulary:
       raise SchemaError(f"{where}: vocabulary is empty.")
-    kind = str if f.dtype == "string" else int
-    bad = [v for v in f.vocabulary if not isinstance(v, kind)
-           or isinstance(v, bool)]
-    if bad:
-      raise SchemaError(f"{where}: vocabulary entries must be {f.dtype}, got "
-                        f"{bad[0]!r}.")
-    if len(set(f.vocabulary)) != len(f.vocabulary):
-      raise SchemaError(f"{where}: vocabulary has duplicate entries.")
+    _check_values(f.vocabulary, "vocabulary", f.dtype, where)
   if f.group is not None and (not isinstance(f.group, str) or not f.group):
     raise SchemaError(f"{where}: group must be a non-empty string.")
   if f.multivalent:
@@ -422,14 +415,19 @@ def _validate_min_count(f: SparseFeature, where: str) -> None:
   if not f.filters_rare_ids:
     raise SchemaError(f"{where}: frequent_values needs a min_count of 2 or "
                       f"more, got {f.min_count!r}.")
-  kind = str if f.dtype == "string" else int
-  bad = [v for v in f.frequent_values if not isinstance(v, kind)
-         or isinstance(v, bool)]
+  _check_values(f.frequent_values, "frequent_values", f.dtype, where)
+
+
+def _check_values(values, name: str, dtype: str, where: str) -> None:
+  """A list of a field's values (vocabulary, frequent values): each of the
+  field's dtype, none twice."""
+  kind = str if dtype == "string" else int
+  bad = [v for v in values if not isinstance(v, kind) or isinstance(v, bool)]
   if bad:
-    raise SchemaError(f"{where}: frequent_values entries must be {f.dtype}, "
-                      f"got {bad[0]!r}.")
-  if len(set(f.frequent_values)) != len(f.frequent_values):
-    raise SchemaError(f"{where}: frequent_values has duplicate entries.")
+    raise SchemaError(f"{where}: {name} entries must be {dtype}, got "
+                      f"{bad[0]!r}.")
+  if len(set(values)) != len(values):
+    raise SchemaError(f"{where}: {name} has duplicate entries.")
 
 
 def check_min_count(value, what: str) -> None:
