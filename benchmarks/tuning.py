@@ -13,10 +13,16 @@ RankUp, configured as in the ablation ladder with the same T, D, L, d):
    scored by the AUC of the schema's first task on those held-out training
    shards. The eval split is never read while tuning. Every model gets the
    same trials and, since trial n's sampler is seeded by (--tuning_seed, n),
-   the same random start-up points.
+   the same random start-up points. The defaults are validated the same way
+   (one more run, kept apart from the sampler because their zero L2 lies
+   outside the log-scaled space), and "tuned" is the best of the trials and
+   the defaults: tuning never ships a setting that validates worse than the
+   defaults.
 2. Seeds. Each of --seeds trains on all training shards, at the defaults
-   (the model config's own, --dense_learning_rate) and at the best trial's
-   setting, and is evaluated on the eval split.
+   (the model config's own, --dense_learning_rate), at the --candidate
+   setting if one is given (e.g. --candidate=dropout=0.1: proposed new
+   defaults, the same for every model) and at the tuned setting, and is
+   evaluated on the eval split.
 
 --output_dir gets trials.json (the splits, the search space and every
 trial: setting, validation AUC, time), runs.json (the seed runs' summaries),
@@ -49,7 +55,7 @@ import json
 import os
 import time
 import zlib
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import optuna
@@ -78,7 +84,6 @@ SEARCH_SPACE = {
     "embedding_l2": optuna.distributions.FloatDistribution(1e-7, 1e-2,
                                                            log=True),
 }
-SETTINGS = ("defaults", "tuned")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +91,26 @@ class Budget:
   trials: int = 10
   validation_shards: int = 1
   tuning_seed: int = 0
+  # Proposed defaults (SEARCH_SPACE names -> values), seeded beside the
+  # current defaults and the tuned setting; empty: no candidate.
+  candidate: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+  @property
+  def settings(self) -> Tuple[str, ...]:
+    return ("defaults",) + (("candidate",) if self.candidate else ()) + (
+        "tuned",)
+
+
+def parse_candidate(items: List[str]) -> Dict[str, float]:
+  """["dropout=0.1", ...] -> {"dropout": 0.1}, names from SEARCH_SPACE."""
+  candidate = {}
+  for item in items:
+    name, sep, value = item.partition("=")
+    if not sep or name not in SEARCH_SPACE:
+      raise app.UsageError(f"--candidate item {item!r} is not NAME=VALUE "
+                           f"with NAME one of {sorted(SEARCH_SPACE)}.")
+    candidate[name] = float(value)
+  return candidate
 
 
 def model_rows(setup: common.Setup) -> List[Row]:
@@ -173,37 +198,50 @@ def _load(path: str, resume: bool, default):
   return default
 
 
-def tune(setup: common.Setup, budget: Budget, row: Row, split: Dict,
-         log: Dict) -> Dict:
-  """Runs the row's missing trials; returns its best finished trial."""
-  path = os.path.join(setup.output_dir, "trials.json")
-  history = log["trials"].setdefault(row.name, [])
+def _trial(setup: common.Setup, budget: Budget, row: Row, split: Dict,
+           number, params: Dict[str, float]) -> Dict:
+  """One validation run of a setting; a run that diverges scores None."""
   task = setup.schema().task_names[0]
   steps = ({} if setup.train_steps else {
       "steps_per_epoch": split["train_rows"] // setup.global_batch_size})
+  tuned, overrides = with_params(row, params)
+  suffix = f"trial{number:02d}" if isinstance(number, int) else number
+  model_dir = os.path.join(setup.output_dir, "trials",
+                           f"{row.name}_{suffix}")
+  print(f"=== {row.label}: trial {number} {params} ===", flush=True)
+  start = time.time()
+  try:
+    summary = common.run(common.train_config(
+        setup, tuned, budget.tuning_seed, model_dir,
+        train_files=",".join(split["train"]),
+        eval_files=",".join(split["validation"]), **overrides, **steps))
+    value, error = summary["eval"][task]["auc"], None
+  except (callbacks_lib.NaNLossError, train.TrainingError) as e:
+    value, error = None, str(e).splitlines()[0]
+  if value is not None and value != value:
+    value, error = None, "validation AUC undefined (one class)"
+  return {"number": number, "params": params, "value": value,
+          "error": error, "seconds": round(time.time() - start, 1),
+          "model_dir": model_dir}
+
+
+def tune(setup: common.Setup, budget: Budget, row: Row, split: Dict,
+         log: Dict) -> Dict:
+  """Runs the row's missing trials and its defaults' validation run;
+  returns the best of them."""
+  path = os.path.join(setup.output_dir, "trials.json")
+  history = log["trials"].setdefault(row.name, [])
   while len(history) < budget.trials:
-    number = len(history)
-    params = propose(history, number, budget)
-    tuned, overrides = with_params(row, params)
-    model_dir = os.path.join(setup.output_dir, "trials",
-                             f"{row.name}_trial{number:02d}")
-    print(f"=== {row.label}: trial {number} {params} ===", flush=True)
-    start = time.time()
-    try:
-      summary = common.run(common.train_config(
-          setup, tuned, budget.tuning_seed, model_dir,
-          train_files=",".join(split["train"]),
-          eval_files=",".join(split["validation"]), **overrides, **steps))
-      value, error = summary["eval"][task]["auc"], None
-    except (callbacks_lib.NaNLossError, train.TrainingError) as e:
-      value, error = None, str(e).splitlines()[0]
-    if value is not None and value != value:
-      value, error = None, "validation AUC undefined (one class)"
-    history.append({"number": number, "params": params, "value": value,
-                    "error": error, "seconds": round(time.time() - start, 1),
-                    "model_dir": model_dir})
+    history.append(_trial(setup, budget, row, split, len(history),
+                          propose(history, len(history), budget)))
     _write(path, log)
-  finished = [t for t in history[:budget.trials] if t["value"] is not None]
+  validated = log.setdefault("defaults", {})
+  if row.name not in validated:
+    validated[row.name] = _trial(setup, budget, row, split, "defaults",
+                                 defaults(setup, row))
+    _write(path, log)
+  finished = [t for t in history[:budget.trials] + [validated[row.name]]
+              if t["value"] is not None]
   if not finished:
     raise RuntimeError(f"Every tuning trial of {row.name} failed; see "
                        f"{path}.")
@@ -214,14 +252,24 @@ def seed_runs(setup: common.Setup, row: Row, setting: str,
               params: Dict[str, float], runs: Dict) -> None:
   """Trains the missing seeds of a row at a setting on all training
   shards, evaluated on the eval split; runs made at another setting (the
-  study found a new best) are replaced."""
+  study found a new best) are replaced, and a seed another setting already
+  ran at the same params (tuning kept the defaults) is reused."""
   path = os.path.join(setup.output_dir, "runs.json")
-  done = runs.setdefault(row.name, {}).setdefault(setting, [])
+  by_setting = runs.setdefault(row.name, {})
+  done = by_setting.setdefault(setting, [])
   done[:] = [s for s in done if s["params"] == params]
   tuned, overrides = with_params(row, params)
   for seed in setup.seeds:
     if any(s["seed"] == seed for s in done):
       print(f"=== {row.label} {setting} (seed {seed}): kept ===")
+      continue
+    same = [s for name, other in by_setting.items() if name != setting
+            for s in other if s["seed"] == seed and s["params"] == params]
+    if same:
+      print(f"=== {row.label} {setting} (seed {seed}): same params as a "
+            "run already made ===")
+      done.append(same[0])
+      _write(path, runs)
       continue
     print(f"=== {row.label} {setting} (seed {seed}) ===", flush=True)
     summary = common.run(common.train_config(
@@ -243,7 +291,7 @@ def write_results(setup: common.Setup, budget: Budget, rows: List[Row],
   """results.csv and results.md."""
   records = []
   for row in rows:
-    for setting in SETTINGS:
+    for setting in budget.settings:
       for summary in sorted(runs[row.name][setting], key=lambda s: s["seed"]):
         if summary["seed"] not in setup.seeds:
           continue
@@ -270,22 +318,29 @@ def write_results(setup: common.Setup, budget: Budget, rows: List[Row],
       f"shards), scored by validation AUC of `{log['objective_task']}` on "
       f"{split['validation_rows']:,} held-out training rows "
       f"({', '.join(os.path.basename(p) for p in split['validation'])}). "
-      f"Then seeds {', '.join(map(str, setup.seeds))} on all training rows "
-      "at the defaults and at the best setting, evaluated on the eval "
-      "split.", ""]
+      f"The defaults validated as one more trial. Then seeds "
+      f"{', '.join(map(str, setup.seeds))} on all training rows at "
+      + " and ".join(budget.settings) + ", evaluated on the eval split.",
+      ""]
+  others = budget.settings[1:]
   tasks = list(dict.fromkeys(r["task"] for r in records))
   for task in tasks:
+    header = ["model"]
+    for key in ("AUC", "GAUC"):
+      header += [f"{key} defaults"] + [
+          f"{key} {s} | Δ{key} {s}" for s in others]
     lines += [f"### Task `{task}` (eval split, mean ± std over seeds)", "",
-              "| model | AUC defaults | AUC tuned | ΔAUC | GAUC defaults | "
-              "GAUC tuned | ΔGAUC |", "|---|---|---|---|---|---|---|"]
+              "| " + " | ".join(header) + " |",
+              "|---" * (1 + 2 * (1 + 2 * len(others))) + "|"]
     for row in rows:
       cells = []
       for key in ("auc", "gauc"):
-        pair = [metric(row.name, s, task, key) for s in SETTINGS]
+        values = [metric(row.name, s, task, key) for s in budget.settings]
         means = [np.mean(common.finite(v)) if common.finite(v)
-                 else float("nan") for v in pair]
-        cells += [common.mean_std(pair[0]), common.mean_std(pair[1]),
-                  common.signed(means[1] - means[0])]
+                 else float("nan") for v in values]
+        cells.append(common.mean_std(values[0]))
+        for value, mean in zip(values[1:], means[1:]):
+          cells += [common.mean_std(value), common.signed(mean - means[0])]
       lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
     lines.append("")
   names = list(SEARCH_SPACE)
@@ -295,15 +350,21 @@ def write_results(setup: common.Setup, budget: Budget, rows: List[Row],
             "|---|" + "---|" * (len(names) + 2)]
   for row in rows:
     trial = best[row.name]
-    failed = sum(t["value"] is None
-                 for t in log["trials"][row.name][:budget.trials])
+    failed = sum(t["value"] is None for t in
+                 log["trials"][row.name][:budget.trials]
+                 + [log["defaults"][row.name]])
     lines.append(f"| {row.label} | " + " | ".join(
         _format(n, trial["params"][n]) for n in names)
                  + f" | {trial['value']:.4f} (trial {trial['number']}) | "
                  f"{failed} |")
   lines += ["", "Defaults: " + ", ".join(
       f"{n} {_format(n, v)}" for n, v in
-      defaults(setup, rows[0]).items()) + ". Every trial: trials.json."]
+      defaults(setup, rows[0]).items()) + "."]
+  if budget.candidate:
+    lines += ["Candidate: " + ", ".join(
+        f"{n} {_format(n, v)}" for n, v in budget.candidate.items())
+              + " (the defaults otherwise)."]
+  lines += ["Every trial: trials.json."]
   with open(os.path.join(setup.output_dir, "results.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
 
@@ -330,8 +391,11 @@ def study(setup: common.Setup, budget: Budget) -> None:
   for row in rows:
     best[row.name] = tune(setup, budget, row, split, log)
   for row in rows:
-    seed_runs(setup, row, "defaults", defaults(setup, row), runs)
-    seed_runs(setup, row, "tuned", best[row.name]["params"], runs)
+    settings = {"defaults": defaults(setup, row),
+                "candidate": dict(defaults(setup, row), **budget.candidate),
+                "tuned": best[row.name]["params"]}
+    for setting in budget.settings:
+      seed_runs(setup, row, setting, settings[setting], runs)
   write_results(setup, budget, rows, log, best, runs)
   print(open(os.path.join(setup.output_dir, "results.md")).read())
 
@@ -340,7 +404,8 @@ def main(argv):
   del argv
   optuna.logging.set_verbosity(optuna.logging.WARNING)
   study(common.Setup.from_flags(),
-        Budget(FLAGS.trials, FLAGS.validation_shards, FLAGS.tuning_seed))
+        Budget(FLAGS.trials, FLAGS.validation_shards, FLAGS.tuning_seed,
+               parse_candidate(FLAGS.candidate)))
 
 
 if __name__ == "__main__":
@@ -350,4 +415,7 @@ if __name__ == "__main__":
                        "Training shards held out as the validation split.")
   flags.DEFINE_integer("tuning_seed", Budget.tuning_seed, "Seed of the "
                        "tuning runs and the sampler.")
+  flags.DEFINE_list("candidate", [], "Proposed defaults seeded beside the "
+                    "current ones and the tuned setting, as NAME=VALUE "
+                    "items of the search space, e.g. dropout=0.1.")
   app.run(main)

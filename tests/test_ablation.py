@@ -176,7 +176,8 @@ def test_tuning_compares_defaults_and_tuned_without_the_eval_split(
     data, tmp_path, monkeypatch):
   out = tmp_path / "tuning"
   setup = _setup(data, out, models=("dnn",))
-  tuning.study(setup, tuning.Budget(trials=2))
+  budget = tuning.Budget(trials=2, candidate={"dropout": 0.1})
+  tuning.study(setup, budget)
 
   log = json.loads((out / "trials.json").read_text())
   split = log["splits"]
@@ -196,24 +197,39 @@ def test_tuning_compares_defaults_and_tuned_without_the_eval_split(
     for name, distribution in tuning.SEARCH_SPACE.items():
       assert distribution.low <= trial["params"][name] <= distribution.high
     assert used["model_config"]["dropout"] == trial["params"]["dropout"]
-  best = max(trials, key=lambda t: t["value"])
+  # The defaults are validated too, and compete with the trials.
+  validated = log["defaults"]["dnn"]
+  assert validated["params"] == tuning.defaults(
+      setup, tuning.model_rows(setup)[0])
+  with open(os.path.join(validated["model_dir"], "train_config.json")) as f:
+    assert json.load(f)["eval_files"] == split["validation"][0]
+  best = max(trials + [validated], key=lambda t: t["value"])
 
   with open(out / "results.csv") as f:
     records = list(csv.DictReader(f))
   assert {(r["model"], r["setting"], r["seed"]) for r in records} == {
-      ("dnn", "defaults", "0"), ("dnn", "tuned", "0")}
+      ("dnn", "defaults", "0"), ("dnn", "candidate", "0"),
+      ("dnn", "tuned", "0")}
+  candidate = [r for r in records if r["setting"] == "candidate"]
+  assert float(candidate[0]["dropout"]) == 0.1
+  assert float(candidate[0]["dense_learning_rate"]) == (
+      setup.dense_learning_rate)
   tuned = [r for r in records if r["setting"] == "tuned"]
   assert float(tuned[0]["dense_learning_rate"]) == pytest.approx(
       best["params"]["dense_learning_rate"])
-  with open(out / "runs" / "dnn_tuned_seed0" / "train_config.json") as f:
+  # Tuning that keeps the defaults reuses their runs.
+  made_by = "defaults" if best is validated else "tuned"
+  with open(out / "runs" / f"dnn_{made_by}_seed0" / "train_config.json"
+            ) as f:
     used = json.load(f)
   assert used["eval_files"] == os.path.join(data, "eval-*")
   assert used["model_config"]["dense_l2"] == best["params"]["dense_l2"]
   table = (out / "results.md").read_text()
   assert "| DNN | " in table and "AUC tuned" in table
+  assert "AUC candidate" in table and "Candidate: dropout 0.10" in table
 
   # A rerun keeps every trial and run.
   monkeypatch.setattr(common, "run", lambda config: pytest.fail(
       f"reran {config.model_dir}"))
-  tuning.study(setup, tuning.Budget(trials=2))
+  tuning.study(setup, budget)
   assert json.loads((out / "trials.json").read_text()) == log
