@@ -37,8 +37,8 @@ import rankup_tf
 import tensorflow as tf
 
 from rankup_tf import models
-from trainer import config as config_lib
-from trainer import train
+from rankup_tf.trainer import config as config_lib
+from rankup_tf.trainer import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("scales", ["1", "10", "100"], "Table-size multipliers.")

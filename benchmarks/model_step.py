@@ -68,8 +68,8 @@ def _steps(data_dir: str) -> Dict[str, object]:
   """Model name -> a zero-argument train step (Keras' train function)."""
   import rankup_tf  # pylint: disable=import-outside-toplevel
   from rankup_tf import models  # pylint: disable=import-outside-toplevel
-  from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
-  from trainer import train  # pylint: disable=import-outside-toplevel
+  from rankup_tf.trainer import config as config_lib  # pylint: disable=import-outside-toplevel
+  from rankup_tf.trainer import train  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   schema = rankup_tf.Schema.load(os.path.join(data_dir, "schema.json"))
   dataset = rankup_tf.make_dataset(
@@ -120,7 +120,7 @@ def _sync(out):
 
 
 def _generate(work_dir: str) -> str:
-  from data import synthetic  # pylint: disable=import-outside-toplevel
+  from rankup_tf.data import synthetic  # pylint: disable=import-outside-toplevel
   data_dir = os.path.join(work_dir, "data")
   synthetic.generate(data_dir, rows=FLAGS.batch * FLAGS.batches * 2,
                      num_shards=2)

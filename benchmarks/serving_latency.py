@@ -26,8 +26,8 @@ import rankup_tf  # noqa: F401  (Keras 2)
 import tensorflow as tf
 
 from rankup_tf import features as features_lib
-from serving import export as export_lib
-from serving import restore
+from rankup_tf.serving import export as export_lib
+from rankup_tf.serving import restore
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "The trainer's model_dir.")

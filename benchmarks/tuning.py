@@ -67,8 +67,8 @@ import tensorflow as tf
 
 from benchmarks import common
 from benchmarks.common import Row
-from trainer import callbacks as callbacks_lib
-from trainer import train
+from rankup_tf.trainer import callbacks as callbacks_lib
+from rankup_tf.trainer import train
 
 FLAGS = flags.FLAGS
 

@@ -30,8 +30,8 @@ from absl import flags
 import rankup_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from rankup_tf import cli
 from rankup_tf import schema as schema_lib
-from data import csv_to_tfrecord
-from data import records
+from rankup_tf.data import csv_to_tfrecord
+from rankup_tf.data import records
 
 NUM_INTEGER = 13
 NUM_CATEGORICAL = 26

@@ -41,7 +41,7 @@ from absl import logging
 import rankup_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from rankup_tf import cli
 from rankup_tf import schema as schema_lib
-from data import records
+from rankup_tf.data import records
 
 Cell = Callable[[str], Any]
 

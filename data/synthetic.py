@@ -77,7 +77,7 @@ from absl import flags
 
 import rankup_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from rankup_tf import schema as schema_lib
-from data import records
+from rankup_tf.data import records
 
 LATENT_DIM = 8
 VECTOR_DIM = 16

@@ -38,7 +38,7 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from rankup_tf import cli
-from serving import export as export_lib
+from rankup_tf.serving import export as export_lib
 
 Outputs = Dict[str, np.ndarray]
 

@@ -19,7 +19,7 @@ from absl import app
 from absl import flags
 
 from rankup_tf import cli
-from serving import export as export_lib
+from rankup_tf.serving import export as export_lib
 
 CONTAINER_MODELS = "/models"
 CONTAINER_CONFIG = "/config"

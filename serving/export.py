@@ -47,8 +47,8 @@ from tensorflow_serving.apis import prediction_log_pb2
 from rankup_tf import cli
 from rankup_tf import features as features_lib
 from rankup_tf import schema as schema_lib
-from serving import op_check
-from serving import restore
+from rankup_tf.serving import op_check
+from rankup_tf.serving import restore
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 SIGNATURES = ("serving_default", "predict_raw")

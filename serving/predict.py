@@ -22,7 +22,7 @@ import rankup_tf  # noqa: F401  (Keras 2)
 import tensorflow as tf
 
 from rankup_tf import cli
-from serving import export as export_lib
+from rankup_tf.serving import export as export_lib
 
 
 def latest_version(model_base: str) -> str:

@@ -35,9 +35,9 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from rankup_tf import cli
 from rankup_tf import features as features_lib
-from serving import export as export_lib
-from serving import op_check
-from serving import restore
+from rankup_tf.serving import export as export_lib
+from rankup_tf.serving import op_check
+from rankup_tf.serving import restore
 
 TOLERANCE = 1e-5
 

@@ -24,7 +24,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from serving import validate
+from rankup_tf.serving import validate
 
 
 class RequestError(Exception):

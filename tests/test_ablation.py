@@ -14,7 +14,7 @@ import rankup_tf
 from benchmarks import ablation
 from benchmarks import common
 from benchmarks import tuning
-from data import synthetic
+from rankup_tf.data import synthetic
 from rankup_tf import models
 from tests.conftest import REPO
 

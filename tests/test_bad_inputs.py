@@ -13,11 +13,11 @@ import rankup_tf
 from rankup_tf import cli
 from rankup_tf import features as features_lib
 from rankup_tf import schema as schema_lib
-from data import criteo_to_tfrecord
-from data import csv_to_tfrecord
-from data import records
-from serving import export as export_lib
-from trainer import checks
+from rankup_tf.data import criteo_to_tfrecord
+from rankup_tf.data import csv_to_tfrecord
+from rankup_tf.data import records
+from rankup_tf.serving import export as export_lib
+from rankup_tf.trainer import checks
 from tests import tfexamples
 
 SKIP = " (--skip_bad_rows skips and counts such rows.)"

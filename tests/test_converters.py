@@ -12,10 +12,10 @@ import tensorflow as tf
 
 import rankup_tf  # noqa: F401
 from rankup_tf import schema as schema_lib
-from data import criteo_to_tfrecord
-from data import csv_to_tfrecord
-from data import records
-from data import synthetic
+from rankup_tf.data import criteo_to_tfrecord
+from rankup_tf.data import csv_to_tfrecord
+from rankup_tf.data import records
+from rankup_tf.data import synthetic
 from tests.conftest import REPO
 
 

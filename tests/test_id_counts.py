@@ -13,9 +13,9 @@ from rankup_tf import features as features_lib
 from rankup_tf import id_counts
 from rankup_tf import models
 from rankup_tf import schema as schema_lib
-from serving import export as export_lib
+from rankup_tf.serving import export as export_lib
 from tests import tfexamples
-from trainer import config as train_config
+from rankup_tf.trainer import config as train_config
 
 # all_kinds_row(i) for i < 40: s_hash is s{i % 11}, so s0..s6 occur 4 times
 # and s7..s10 3 times; i_vocab 7 occurs 14 times, 8 and 9 13 times; tags
@@ -177,8 +177,8 @@ def test_export_maps_rare_and_unseen_values_to_one_row(data, tmp_path):
 
 def test_the_trainer_flag_reaches_the_saved_schema(data):
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from trainer import flags as trainer_flags  # pylint: disable=g-import-not-at-top
-  from trainer import train  # pylint: disable=g-import-not-at-top
+  from rankup_tf.trainer import flags as trainer_flags  # pylint: disable=g-import-not-at-top
+  from rankup_tf.trainer import train  # pylint: disable=g-import-not-at-top
   if "min_id_count" not in flags.FLAGS:
     trainer_flags.define_flags()
   flags.FLAGS(["train", f"--train_files={data}", "--schema=s",

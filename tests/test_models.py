@@ -10,7 +10,7 @@ import tensorflow_recommenders as tfrs
 import rankup_tf
 from rankup_tf import features as features_lib
 from rankup_tf import models
-from data import synthetic
+from rankup_tf.data import synthetic
 from tests import tfexamples
 
 

@@ -14,8 +14,8 @@ import pytest
 import tensorflow as tf
 
 from rankup_tf import features as features_lib
-from serving import export as export_lib
-from serving import restore
+from rankup_tf.serving import export as export_lib
+from rankup_tf.serving import restore
 from tests.conftest import REPO
 from tests.test_trainer import _finish, _flags, _train, data_dir  # noqa: F401
 
@@ -119,9 +119,9 @@ import json, os, sys
 import rankup_tf  # Keras 2 before TensorFlow
 import numpy as np
 import tensorflow as tf
-from trainer import strategy as strategy_lib
+from rankup_tf.trainer import strategy as strategy_lib
 from rankup_tf import models, schema as schema_lib
-from serving import restore
+from rankup_tf.serving import restore
 
 model_dir, ports = sys.argv[1], json.loads(sys.argv[2])
 cluster = {"chief": [f"127.0.0.1:{ports[0]}"],

@@ -283,7 +283,7 @@ def test_layers_keep_their_regularization_in_get_config(layer):
 
 def test_flags_reach_every_model_config():
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from trainer import flags as trainer_flags  # pylint: disable=g-import-not-at-top
+  from rankup_tf.trainer import flags as trainer_flags  # pylint: disable=g-import-not-at-top
   if "dense_l2" not in flags.FLAGS:
     trainer_flags.define_flags()
   flags.FLAGS(["train", "--train_files=t", "--schema=s", "--model_dir=m",

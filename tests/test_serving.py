@@ -20,12 +20,12 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 import rankup_tf
 from rankup_tf import features as features_lib
 from rankup_tf import models
-from serving import client as client_lib
-from serving import config as serving_config
-from serving import export as export_lib
-from serving import op_check
-from serving import restore
-from trainer import config as train_config
+from rankup_tf.serving import client as client_lib
+from rankup_tf.serving import config as serving_config
+from rankup_tf.serving import export as export_lib
+from rankup_tf.serving import op_check
+from rankup_tf.serving import restore
+from rankup_tf.trainer import config as train_config
 from tests import serving_double
 from tests import tfexamples
 from tests.conftest import REPO

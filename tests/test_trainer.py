@@ -18,9 +18,9 @@ import tensorflow as tf
 
 import rankup_tf
 from rankup_tf import models
-from data import synthetic
-from trainer import config as config_lib
-from trainer import train
+from rankup_tf.data import synthetic
+from rankup_tf.trainer import config as config_lib
+from rankup_tf.trainer import train
 from tests import tfexamples
 from tests.conftest import REPO
 
@@ -300,7 +300,7 @@ def test_skip_bad_records_counts_them(tmp_path):
 def test_a_nan_step_never_reaches_a_backup_or_checkpoint(tmp_path):
   """The trainer's callbacks in its order: the NaN at step 3 stops the run
   before step 3's backup and checkpoint; both hold step 2's finite weights."""
-  from trainer import callbacks as callbacks_lib
+  from rankup_tf.trainer import callbacks as callbacks_lib
   model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(2,))])
   model.compile(tf.keras.optimizers.legacy.SGD(0.1), loss="mse")
   x = np.ones([5, 4, 2], np.float32)
@@ -355,8 +355,8 @@ def test_early_stopping_stops_and_export_best_exports_the_best_step(
   the export holds step 4's weights, not step 8's."""
   from rankup_tf import features as features_lib
   from rankup_tf import metrics as metrics_lib
-  from serving import export as export_lib
-  from serving import restore
+  from rankup_tf.serving import export as export_lib
+  from rankup_tf.serving import restore
   scripted = iter([0.60, 0.70, 0.65, 0.69] + [0.99] * 10)
   real = metrics_lib.task_metrics
   def task_metrics(labels, probabilities, groups=None):
@@ -426,7 +426,7 @@ def test_a_resume_keeps_the_best_checkpoint_its_history_names(tmp_path):
   are forgotten, and so are best checkpoints other than the best among
   the remembered evaluations (the one a newer best superseded survived,
   since that newer best was after the last backup)."""
-  from trainer import evaluation
+  from rankup_tf.trainer import evaluation
 
   class Stub(tf.Module):
     schema = None  # Evaluator reads it; resume needs none
@@ -464,7 +464,7 @@ def test_a_resume_keeps_the_best_checkpoint_its_history_names(tmp_path):
 
 
 def test_best_evaluation_picks_by_direction_and_counts_patience():
-  from trainer import evaluation
+  from rankup_tf.trainer import evaluation
   def result(step, value):
     return {"step": step, "tasks": {"click": {"logloss": value}}}
   best = evaluation.BestEvaluation("click", "logloss", patience=2)

@@ -7,7 +7,7 @@ from typing import List, Tuple
 
 import tensorflow as tf
 
-from trainer import evaluation
+from rankup_tf.trainer import evaluation
 
 
 class NaNLossError(RuntimeError):

@@ -15,10 +15,10 @@ import tensorflow as tf
 
 from rankup_tf import models
 from rankup_tf import schema as schema_lib
-from serving import export as export_lib
-from serving import restore
-from trainer import checks
-from trainer import evaluation
+from rankup_tf.serving import export as export_lib
+from rankup_tf.serving import restore
+from rankup_tf.trainer import checks
+from rankup_tf.trainer import evaluation
 
 STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device",
               "parameter_server")

@@ -7,7 +7,7 @@ from typing import Dict
 from absl import flags
 
 from rankup_tf import models
-from trainer import config as config_lib
+from rankup_tf.trainer import config as config_lib
 
 FLAGS = flags.FLAGS
 

@@ -49,14 +49,14 @@ from rankup_tf import id_counts
 from rankup_tf import input_pipeline
 from rankup_tf import models
 from rankup_tf import schema as schema_lib
-from serving import export as export_lib
-from serving import restore
-from trainer import callbacks as callbacks_lib
-from trainer import checks
-from trainer import config as config_lib
-from trainer import evaluation
-from trainer import flags as flags_lib
-from trainer import strategy as strategy_lib
+from rankup_tf.serving import export as export_lib
+from rankup_tf.serving import restore
+from rankup_tf.trainer import callbacks as callbacks_lib
+from rankup_tf.trainer import checks
+from rankup_tf.trainer import config as config_lib
+from rankup_tf.trainer import evaluation
+from rankup_tf.trainer import flags as flags_lib
+from rankup_tf.trainer import strategy as strategy_lib
 
 
 class TrainingError(RuntimeError):
