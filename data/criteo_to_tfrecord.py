@@ -24,7 +24,6 @@ Streaming: memory stays constant whatever the input size.
 import re
 from typing import Any, Dict, List
 
-from absl import app
 from absl import flags
 
 import rankup_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
@@ -96,7 +95,8 @@ def main(argv: List[str]) -> None:
         path, schema, writer, FLAGS.skip_bad_rows, split))
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+  """The command's flags."""
   flags.DEFINE_string("input", None, "Raw Criteo file (train.txt layout).")
   flags.DEFINE_integer("hash_buckets", 100_000, "Hash buckets per "
                        "categorical field.")
@@ -105,4 +105,12 @@ if __name__ == "__main__":
                     "Normalization of I1..I13.")
   csv_to_tfrecord.define_output_flags()
   flags.mark_flag_as_required("input")
-  app.run(main)
+
+
+def cli_main() -> None:
+  """`python -m data.criteo_to_tfrecord`, the `rankup-convert-criteo` script."""
+  cli.run(main, define_flags)
+
+
+if __name__ == "__main__":
+  cli_main()

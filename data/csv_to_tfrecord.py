@@ -34,7 +34,6 @@ import re
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 from typing import Tuple
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -390,7 +389,8 @@ def main(argv: List[str]) -> None:
         skip_bad_rows=FLAGS.skip_bad_rows, split=split))
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+  """The command's flags."""
   flags.DEFINE_string("input", None, "CSV/TSV file with a header line.")
   flags.DEFINE_string("schema", None, "Schema JSON naming the columns to "
                       "convert.")
@@ -402,4 +402,12 @@ if __name__ == "__main__":
                       "pretrained-vector cell.")
   define_output_flags()
   flags.mark_flags_as_required(["input", "schema"])
-  app.run(main)
+
+
+def cli_main() -> None:
+  """`python -m data.csv_to_tfrecord`, the `rankup-convert-csv` script."""
+  cli.run(main, define_flags)
+
+
+if __name__ == "__main__":
+  cli_main()

@@ -72,10 +72,10 @@ Documented bounds (checked by tests on 20k+ rows): click rate in
 from typing import Dict, List
 
 import numpy as np
-from absl import app
 from absl import flags
 
 import rankup_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+from rankup_tf import cli
 from rankup_tf import schema as schema_lib
 from rankup_tf.data import records
 
@@ -426,7 +426,8 @@ def main(argv: List[str]) -> None:
   print(f"Wrote {FLAGS.output_dir}")
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+  """The command's flags."""
   flags.DEFINE_string("output_dir", None, "Where shards, schema.json and "
                       "stats.json go.")
   flags.DEFINE_integer("rows", 1_000_000, "Impressions to generate.")
@@ -442,4 +443,12 @@ if __name__ == "__main__":
                     "favouring the crossed pretrained token) or ids "
                     "(functions of the ids, adding nothing they lack).")
   flags.mark_flag_as_required("output_dir")
-  app.run(main)
+
+
+def cli_main() -> None:
+  """`python -m data.synthetic`, the `rankup-synthetic` script."""
+  cli.run(main, define_flags)
+
+
+if __name__ == "__main__":
+  cli_main()

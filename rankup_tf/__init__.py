@@ -21,14 +21,19 @@ if os.environ.get("TF_USE_LEGACY_KERAS", "1") not in ("1", "true", "True"):
                     f"{os.environ['TF_USE_LEGACY_KERAS']!r}"))
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
-import tensorflow as tf  # noqa: E402  (must follow the environment setup)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from rankup_tf import startup  # noqa: E402  (imports no TensorFlow)
+
+# A command line starts quietly (rankup_tf/startup.py); TensorFlow's start-up
+# logs are settled at its first import, so the quiet start wraps this one.
+with startup.quiet_start():
+    import tensorflow as tf  # noqa: E402  (must follow the environment setup)
 
 if not tf.keras.layers.Layer.__module__.startswith("tf_keras"):
     raise ImportError(
         _FIX.format(problem="TensorFlow has already bound tf.keras to Keras 3 "
                     f"({tf.keras.layers.Layer.__module__})"))
 
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from rankup_tf import diagnostics  # noqa: E402
 from rankup_tf import layers  # noqa: E402
 from rankup_tf import metrics  # noqa: E402

@@ -29,7 +29,6 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import grpc
 import numpy as np
-from absl import app
 from absl import flags
 
 import rankup_tf  # noqa: F401  (Keras 2)
@@ -225,7 +224,8 @@ def main(argv):
         for task, values in sorted(outputs.items())))
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+  """The command's flags."""
   flags.DEFINE_string("server", "localhost:8500", "gRPC host:port.")
   flags.DEFINE_boolean("tls", False, "gRPC over TLS, checking the server's "
                        "certificate against the system's root certificates.")
@@ -243,4 +243,12 @@ if __name__ == "__main__":
                       "the export's assets.extra/schema.json).")
   flags.DEFINE_float("timeout", 5.0, "Deadline per call, seconds.")
   flags.mark_flag_as_required("examples")
-  app.run(main)
+
+
+def cli_main() -> None:
+  """`python -m serving.client`, the `rankup-client` script."""
+  cli.run(main, define_flags)
+
+
+if __name__ == "__main__":
+  cli_main()

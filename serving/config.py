@@ -15,7 +15,6 @@ Deployment + Service for them. The model name must pass
 import os
 import shlex
 
-from absl import app
 from absl import flags
 
 from rankup_tf import cli
@@ -180,7 +179,8 @@ def main(argv):
   print(result["kubernetes"])
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+  """The command's flags."""
   flags.DEFINE_string("export_base", None, "The export base folder (holds "
                       "<model_name>/<version>/).")
   flags.DEFINE_string("model_name", "rankup", "Served model name.")
@@ -188,4 +188,12 @@ if __name__ == "__main__":
   flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"], "Batching defaults and "
                     "image for this device.")
   flags.mark_flags_as_required(["export_base", "output_dir"])
-  app.run(main)
+
+
+def cli_main() -> None:
+  """`python -m serving.config`, the `rankup-serving-config` script."""
+  cli.run(main, define_flags)
+
+
+if __name__ == "__main__":
+  cli_main()

@@ -35,7 +35,6 @@ import re
 import uuid
 from typing import Callable, Dict, List, Optional, Sequence
 
-from absl import app
 from absl import flags
 
 import rankup_tf  # noqa: F401  (Keras 2)
@@ -228,7 +227,8 @@ def main(argv):
   print(path)
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+  """The command's flags."""
   flags.DEFINE_string("model_dir", None, "A trainer's model_dir.")
   flags.DEFINE_string("export_base", None, "Export base folder.")
   flags.DEFINE_string("model_name", "rankup", "Served model name: lower-case "
@@ -237,4 +237,12 @@ if __name__ == "__main__":
                       "warmup requests.")
   flags.DEFINE_integer("num_warmup", 8, "Examples per warmup request.")
   flags.mark_flags_as_required(["model_dir", "export_base", "examples"])
-  app.run(main)
+
+
+def cli_main() -> None:
+  """`python -m serving.export`, the `rankup-export` script."""
+  cli.run(main, define_flags)
+
+
+if __name__ == "__main__":
+  cli_main()

@@ -13,7 +13,6 @@ TensorFlow (the validator does), or a custom op loaded here would pass.
 import os
 from typing import Dict, List, Set
 
-from absl import app
 from absl import flags
 
 import rankup_tf  # noqa: F401  (Keras 2)
@@ -86,7 +85,16 @@ def main(argv):
   print(", ".join(ops))
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+  """The command's flags."""
   flags.DEFINE_string("export_dir", None, "A SavedModel version directory.")
   flags.mark_flag_as_required("export_dir")
-  app.run(main)
+
+
+def cli_main() -> None:
+  """`python -m serving.op_check`, the `rankup-op-check` script."""
+  cli.run(main, define_flags)
+
+
+if __name__ == "__main__":
+  cli_main()

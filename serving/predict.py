@@ -15,7 +15,6 @@ rights: only load exports you trust.
 import os
 
 import numpy as np
-from absl import app
 from absl import flags
 
 import rankup_tf  # noqa: F401  (Keras 2)
@@ -62,7 +61,8 @@ def main(argv):
         for task, v in sorted(outputs.items())))
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+  """The command's flags."""
   flags.DEFINE_string("export_base", None, "Export base folder. Its "
                       "SavedModel runs in this process: only exports you "
                       "trust.")
@@ -70,4 +70,12 @@ if __name__ == "__main__":
   flags.DEFINE_string("examples", None, "TFRecords of tf.Example.")
   flags.DEFINE_integer("count", 4, "Examples to predict (at least 1).")
   flags.mark_flags_as_required(["export_base", "examples"])
-  app.run(main)
+
+
+def cli_main() -> None:
+  """`python -m serving.predict`, the `rankup-predict` script."""
+  cli.run(main, define_flags)
+
+
+if __name__ == "__main__":
+  cli_main()

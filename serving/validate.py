@@ -25,7 +25,6 @@ import subprocess
 import sys
 from typing import Dict, List
 
-from absl import app
 from absl import flags
 
 import rankup_tf  # noqa: F401  (Keras 2)
@@ -156,7 +155,8 @@ def main(argv):
       f"{k}={v}" for k, v in report.items()))
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+  """The command's flags."""
   flags.DEFINE_string("export_dir", None, "A SavedModel version folder. "
                       "It runs in this process: only exports you trust.")
   flags.DEFINE_string("examples", None, "TFRecords of real examples.")
@@ -165,4 +165,12 @@ if __name__ == "__main__":
   flags.DEFINE_string("checkpoint", "", "With --model_dir: the checkpoint "
                       "to compare with (empty: the latest).")
   flags.mark_flags_as_required(["export_dir", "examples"])
-  app.run(main)
+
+
+def cli_main() -> None:
+  """`python -m serving.validate`, the `rankup-validate` script."""
+  cli.run(main, define_flags)
+
+
+if __name__ == "__main__":
+  cli_main()
