@@ -3,7 +3,9 @@
 `TrainConfig` holds everything a run needs besides the data itself; the
 model part is a `rankup_tf.models` config (`model_config`). The trainer
 writes it to `<model_dir>/train_config.json`, so a run can be reproduced
-or its model rebuilt without the flags.
+or its model rebuilt without the flags. `from_layers` builds one from
+layered settings (a config file, `read_config_file`; an override,
+`parse_override`), checking every key and value against the fields.
 """
 
 import dataclasses

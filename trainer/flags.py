@@ -63,6 +63,7 @@ class _WeightsParser(flags.ListParser):
 
 
 class _WeightsSerializer(flags.ArgumentSerializer):
+  """A dict as name=number,... (so --help shows the default as a flag)."""
 
   def serialize(self, value):
     return ",".join(f"{name}={weight}" for name, weight in value.items())
