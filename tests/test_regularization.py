@@ -284,15 +284,12 @@ def test_layers_keep_their_regularization_in_get_config(layer):
 def test_flags_reach_every_model_config():
   from absl import flags  # pylint: disable=g-import-not-at-top
   from rankup_tf.trainer import flags as trainer_flags  # pylint: disable=g-import-not-at-top
-  if "dense_l2" not in flags.FLAGS:
-    trainer_flags.define_flags()
-  flags.FLAGS(["train", "--train_files=t", "--schema=s", "--model_dir=m",
-               "--dropout=0.1", "--dense_l2=1e-4", "--embedding_l2=1e-5",
-               "--embedding_init_scale=0.5"])
-  try:
-    for name in models.MODELS:
-      config = trainer_flags.model_config_from_flags(name)
-      assert (config.dropout, config.dense_l2, config.embedding_l2,
-              config.embedding_init_scale) == (0.1, 1e-4, 1e-5, 0.5), name
-  finally:
-    flags.FLAGS.unparse_flags()
+  flag_values = flags.FlagValues()
+  trainer_flags.define_flags(flag_values)
+  for name in models.MODELS:
+    flag_values(["train", "--train_files=t", "--schema=s", "--model_dir=m",
+                 f"--model={name}", "--dropout=0.1", "--dense_l2=1e-4",
+                 "--embedding_l2=1e-5", "--embedding_init_scale=0.5"])
+    config = trainer_flags.config_from_flags(flag_values).model_config
+    assert (config.dropout, config.dense_l2, config.embedding_l2,
+            config.embedding_init_scale) == (0.1, 1e-4, 1e-5, 0.5), name

@@ -1,8 +1,22 @@
-"""absl flags of `python -m trainer.train`, and their conversion to a
-TrainConfig. Nothing else in the project reads flags."""
+"""absl flags of `python -m trainer.train`, made from the config dataclasses,
+and their conversion to a TrainConfig. Nothing else in the project reads
+flags.
+
+Every TrainConfig field and every model config field is a flag of the same
+name (or the field's `flag` metadata: --hidden_units sets DNNConfig's
+hidden_units, DCNv2Config's deep_units and DLRMConfig's top_units), with the
+field's type, default, help and allowed values (`configs.config_field`). A
+model flag sets that field of the model --model picks; the other models'
+flags are ignored.
+
+Precedence, lowest first: the dataclass defaults, --config_file (JSON or
+YAML, as train_config.json), flags set on the command line (or in a
+--flagfile), --params_override.
+"""
 
 import dataclasses
-from typing import Dict
+import typing
+from typing import Dict, List, Tuple
 
 from absl import flags
 
@@ -12,209 +26,169 @@ from rankup_tf.trainer import config as config_lib
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
-  """Defines every training flag (call once, before app.run)."""
-  d = config_lib.TrainConfig
-  rankup = models.RankUpConfig()
-  # Data.
-  flags.DEFINE_string("train_files", None, "Training TFRecord glob(s), "
-                      "comma-separated.")
-  flags.DEFINE_string("eval_files", "", "Evaluation TFRecord glob(s); empty "
-                      "skips evaluation.")
-  flags.DEFINE_string("schema", None, "Schema JSON of the data.")
-  flags.DEFINE_boolean("skip_bad_records", False, "Skip and count bad "
-                       "records instead of failing on the first.")
-  flags.DEFINE_integer("min_id_count", d.min_id_count, "Sparse values seen "
-                       "fewer times in the training files map to the OOV "
-                       "row (0: off; >= 2; a schema field's min_count "
-                       "wins).")
-  # Model.
-  flags.DEFINE_enum("model", "rankup", sorted(models.MODELS), "Model.")
-  flags.DEFINE_integer("num_tokens", rankup.num_tokens, "T: tokens "
-                       "(rankup, rankmixer).")
-  flags.DEFINE_integer("token_dim", rankup.token_dim, "D: token dim.")
-  flags.DEFINE_integer("num_layers", rankup.num_layers, "L: blocks.")
-  flags.DEFINE_integer("ffn_expansion", rankup.ffn_expansion, "k: per-token "
-                       "FFN expansion.")
-  flags.DEFINE_integer("num_embedding_views", rankup.num_embedding_views,
-                       "K: embedding views (rankup; 1 = single embedding; 0 "
-                       "= every view that has a role: 3 with sparse cross "
-                       "pairs in the schema, else 2).")
-  flags.DEFINE_integer("embedding_dim", rankup.embedding_dim, "d: embedding "
-                       "dim of every view.")
-  flags.DEFINE_list("view_embedding_dims", [], "Embedding dim of each view "
-                    "(rankup; one per view, e.g. 8,16,8; empty: "
-                    "--embedding_dim for all).")
-  flags.DEFINE_enum("split", rankup.split, ["random", "semantic", "ordered"],
-                    "Sparse-field tokenization (rankup).")
-  flags.DEFINE_integer("permutation_seed", rankup.permutation_seed,
-                       "Seed of the random split's permutation.")
-  flags.DEFINE_boolean("global_token", rankup.global_token, "Global token.")
-  flags.DEFINE_enum("global_token_func", rankup.global_token_func,
-                    ["mlp", "fm", "fwfm", "dcn"], "Global token function "
-                    "(fwfm: field-weighted FM).")
-  flags.DEFINE_boolean("cross_tokens", rankup.cross_tokens, "Crossed "
-                       "pretrained-embedding tokens.")
-  flags.DEFINE_boolean("sparse_cross_tokens", rankup.sparse_cross_tokens,
-                       "With --cross_tokens, also the schema's sparse cross "
-                       "pairs.")
-  flags.DEFINE_boolean("dense_token", rankup.dense_token, "Dense-feature "
-                       "token.")
-  flags.DEFINE_boolean("task_tokens", rankup.task_tokens, "Task tokens.")
-  flags.DEFINE_enum("block", rankup.block, ["rankup", "rankmixer"],
-                    "Block style (rankup: pre-LN SwiGLU; rankmixer: post-LN "
-                    "GELU).")
-  flags.DEFINE_enum("ffn_activation", "", ["", "gelu", "swiglu"],
-                    "Per-token FFN activation (empty: the block's own).")
-  flags.DEFINE_integer("num_experts", 0, "Sparse-MoE experts per token "
-                       "(0: plain per-token FFN).")
-  flags.DEFINE_float("moe_l1_penalty", rankup.moe_l1_penalty, "MoE gate L1 "
-                     "penalty.")
-  flags.DEFINE_list("tower_units", ["64"], "Hidden units of each task "
-                    "tower.")
-  flags.DEFINE_integer("num_cross_layers", 3, "DCNv2 cross layers.")
-  flags.DEFINE_integer("projection_dim", 0, "DCNv2 low-rank projection "
-                       "(0: full rank).")
-  flags.DEFINE_list("hidden_units", ["256", "128"], "MLP units (dnn, dcnv2 "
-                    "deep part, dlrm top MLP).")
-  flags.DEFINE_list("bottom_units", ["64"], "DLRM bottom MLP units.")
-  flags.DEFINE_list("loss_weights", [], "Per-task loss weights, "
-                    "task=weight,...")
-  # Regularization (every model; 0 / 1.0 leave training as without them).
-  flags.DEFINE_float("dropout", rankup.dropout, "Dropout rate in [0, 1) of "
-                     "the token blocks, task towers and baseline MLPs.")
-  flags.DEFINE_float("dense_l2", rankup.dense_l2, "L2 coefficient on dense "
-                     "kernels (not biases, LayerNorms or embeddings): "
-                     "dense_l2 * sum(w^2) added to the training loss.")
-  flags.DEFINE_float("embedding_l2", rankup.embedding_l2, "L2 coefficient "
-                     "on the looked-up embedding rows: embedding_l2 * sum of "
-                     "their squares / batch size.")
-  flags.DEFINE_float("embedding_init_scale", rankup.embedding_init_scale,
-                     "Multiplier (>= 0) on the embedding initializer's "
-                     "stddev 1/sqrt(d); 0: zero tables.")
-  # Optimization.
-  flags.DEFINE_integer("global_batch_size", d.global_batch_size, "Examples "
-                       "per step over all replicas.")
-  flags.DEFINE_integer("train_steps", d.train_steps, "Total steps (0: "
-                       "--epochs passes).")
-  flags.DEFINE_integer("epochs", d.epochs, "Passes over the training data "
-                       "when --train_steps is 0.")
-  flags.DEFINE_integer("steps_per_epoch", d.steps_per_epoch, "Steps per "
-                       "pass (0: from stats.json beside the schema).")
-  flags.DEFINE_enum("dense_optimizer", d.dense_optimizer,
-                    list(config_lib.DENSE_OPTIMIZERS), "Optimizer of the "
-                    "dense weights.")
-  flags.DEFINE_float("dense_learning_rate", d.dense_learning_rate,
-                     "Dense learning rate.")
-  flags.DEFINE_enum("sparse_optimizer", d.sparse_optimizer,
-                    list(config_lib.SPARSE_OPTIMIZERS), "Optimizer of the "
-                    "embedding tables.")
-  flags.DEFINE_float("sparse_learning_rate", d.sparse_learning_rate,
-                     "Embedding learning rate.")
-  flags.DEFINE_enum("precision", d.precision, list(config_lib.PRECISIONS),
-                    "Compute precision; mixed_*: activations and matmuls in "
-                    "that dtype, variables, embeddings and loss float32.")
-  flags.DEFINE_boolean("jit_compile", d.jit_compile, "XLA-compile the model "
-                       "after its embedding lookups.")
-  flags.DEFINE_integer("seed", d.seed, "Random seed.")
-  # Run.
-  flags.DEFINE_string("model_dir", None, "Checkpoints, logs, configs, "
-                      "metrics.")
-  flags.DEFINE_string("export_dir", d.export_dir, "SavedModel export base "
-                      "(empty: no export).")
-  flags.DEFINE_string("model_name", d.model_name, "Served model name.")
-  flags.DEFINE_integer("checkpoint_every_n_steps", d.checkpoint_every_n_steps,
-                       "Checkpoint and backup interval.")
-  flags.DEFINE_integer("keep_checkpoints", d.keep_checkpoints, "Checkpoints "
-                       "kept.")
-  flags.DEFINE_integer("eval_every_n_steps", d.eval_every_n_steps, "Full "
-                       "evaluation interval (0: at the end only).")
-  flags.DEFINE_boolean("eval_every_epoch", d.eval_every_epoch, "Evaluate "
-                       "after every pass over the training data instead.")
-  flags.DEFINE_integer("early_stopping_patience", d.early_stopping_patience,
-                       "Stop after this many evaluations in a row without "
-                       "a new best (0: off).")
-  flags.DEFINE_string("early_stopping_metric", d.early_stopping_metric,
-                      "<task>/<auc|gauc|logloss> that picks the best "
-                      "evaluation (empty: the first task's AUC).")
-  flags.DEFINE_boolean("export_best", d.export_best, "Export the best "
-                       "evaluation's checkpoint (model_dir/best/), not the "
-                       "last.")
-  flags.DEFINE_integer("erank_every_n_steps", d.erank_every_n_steps,
-                       "Effective-rank trajectory interval (0: off).")
-  flags.DEFINE_enum("strategy", d.strategy, list(config_lib.STRATEGIES),
-                    "auto: MirroredStrategy over 2+ GPUs, else no strategy; "
-                    "multi_worker, parameter_server: from TF_CONFIG.")
-  flags.DEFINE_integer("ps_min_shard_bytes", d.ps_min_shard_bytes,
-                       "parameter_server: smallest shard of a variable.")
-  flags.DEFINE_integer("ps_max_shards", d.ps_max_shards, "parameter_server: "
-                       "most shards per variable (0: one per PS task).")
-  flags.DEFINE_integer("num_logical_cpus", d.num_logical_cpus, "Split the "
-                       "CPU into this many logical devices.")
-  flags.mark_flags_as_required(["train_files", "schema", "model_dir"])
+class _IntListParser(flags.ListParser):
+  """Comma-separated integers (a Tuple[int, ...] field)."""
 
-
-def _ints(values):
-  try:
-    return tuple(int(v) for v in values)
-  except ValueError:
-    raise ValueError(f"expected integers, got {values}") from None
-
-
-def _loss_weights(values) -> Dict[str, float]:
-  weights = {}
-  for item in values:
-    task, sep, weight = item.partition("=")
-    if not sep:
-      raise ValueError(f"--loss_weights entry {item!r} is not task=weight.")
+  def parse(self, argument):
+    values = super().parse(argument)
     try:
-      weights[task] = float(weight)
+      return [int(v) for v in values]
     except ValueError:
-      raise ValueError(f"--loss_weights entry {item!r}: {weight!r} is not a "
-                       "number.") from None
-  return weights
+      raise ValueError(f"expected integers, got {values}") from None
+
+  def flag_type(self):
+    return "comma separated list of integers"
 
 
-def model_config_from_flags(name: str) -> models.ModelConfig:
-  """The `name` model's config from the model flags."""
-  shared = dict(embedding_dim=FLAGS.embedding_dim,
-                tower_units=_ints(FLAGS.tower_units),
-                loss_weights=_loss_weights(FLAGS.loss_weights),
-                dropout=FLAGS.dropout, dense_l2=FLAGS.dense_l2,
-                embedding_l2=FLAGS.embedding_l2,
-                embedding_init_scale=FLAGS.embedding_init_scale)
-  token = dict(num_tokens=FLAGS.num_tokens, token_dim=FLAGS.token_dim,
-               num_layers=FLAGS.num_layers, ffn_expansion=FLAGS.ffn_expansion,
-               dense_token=FLAGS.dense_token, num_experts=FLAGS.num_experts,
-               moe_l1_penalty=FLAGS.moe_l1_penalty)
-  if name == "rankup":
-    return models.RankUpConfig(
-        **shared, **token, num_embedding_views=FLAGS.num_embedding_views,
-        view_embedding_dims=_ints(FLAGS.view_embedding_dims),
-        split=FLAGS.split, permutation_seed=FLAGS.permutation_seed,
-        global_token=FLAGS.global_token,
-        global_token_func=FLAGS.global_token_func,
-        cross_tokens=FLAGS.cross_tokens,
-        sparse_cross_tokens=FLAGS.sparse_cross_tokens,
-        task_tokens=FLAGS.task_tokens,
-        block=FLAGS.block, ffn_activation=FLAGS.ffn_activation)
-  if name == "rankmixer":
-    return models.RankMixerConfig(**shared, **token)
-  if name == "dcnv2":
-    return models.DCNv2Config(**shared,
-                              num_cross_layers=FLAGS.num_cross_layers,
-                              projection_dim=FLAGS.projection_dim,
-                              deep_units=_ints(FLAGS.hidden_units))
-  if name == "dlrm":
-    return models.DLRMConfig(**shared, bottom_units=_ints(FLAGS.bottom_units),
-                             top_units=_ints(FLAGS.hidden_units))
-  return models.DNNConfig(**shared, hidden_units=_ints(FLAGS.hidden_units))
+class _WeightsParser(flags.ListParser):
+  """Comma-separated name=number pairs (a Dict[str, float] field)."""
+
+  def parse(self, argument):
+    if isinstance(argument, dict):
+      return argument
+    weights = {}
+    for item in super().parse(argument):
+      name, sep, weight = item.partition("=")
+      if not sep:
+        raise ValueError(f"entry {item!r} is not task=weight")
+      try:
+        weights[name] = float(weight)
+      except ValueError:
+        raise ValueError(f"entry {item!r}: {weight!r} is not a "
+                         "number") from None
+    return weights
+
+  def flag_type(self):
+    return "comma separated list of task=weight"
 
 
-def config_from_flags() -> config_lib.TrainConfig:
-  """The TrainConfig the parsed flags describe."""
-  run_fields = {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
-  run_fields -= {"model_config"}
-  values = {name: FLAGS[name].value for name in run_fields}
-  values["model_config"] = model_config_from_flags(FLAGS.model)
-  return config_lib.TrainConfig(**values)
+class _WeightsSerializer(flags.ArgumentSerializer):
+  """A dict as name=number,... (so --help shows the default as a flag)."""
+
+  def serialize(self, value):
+    return ",".join(f"{name}={weight}" for name, weight in value.items())
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  """Defines every training flag (call once, before parsing).
+
+  Example:
+
+  ```python
+  flag_values = flags.FlagValues()
+  define_flags(flag_values)
+  flag_values(["train", "--config_file=run.yaml", "--train_steps=10"])
+  config = config_from_flags(flag_values)
+  ```
+
+  Args:
+    flag_values: where to define them.
+  """
+  flags.DEFINE_string(
+      "config_file", "", "JSON or YAML file of TrainConfig settings, as the "
+      "train_config.json a run saves; flags set on the command line win.",
+      flag_values=flag_values)
+  flags.DEFINE_string(
+      "params_override", "", "Settings that win over everything: a YAML or "
+      "JSON mapping, or key=value,... (model fields as model_config.<field>, "
+      "e.g. train_steps=100,model_config.dropout=0.1).",
+      flag_values=flag_values)
+  for name, field in _run_fields().items():
+    _define(flag_values, name, field, field.metadata["help"])
+  for name, owners in _model_flags().items():
+    first = owners[0][1]
+    if any(_default(f) != _default(first) or f.type != first.type
+           for _, f in owners):
+      raise TypeError(f"The fields behind --{name} differ in type or "
+                      "default.")
+    texts = {f.metadata["help"] for _, f in owners}
+    if len(texts) > 1:
+      text = " ".join(f"{model}: {f.metadata['help']}" for model, f in owners)
+    elif len(owners) < len(models.CONFIGS):
+      text = (f"{texts.pop()} (models: "
+              f"{', '.join(model for model, _ in owners)})")
+    else:
+      text = texts.pop()
+    _define(flag_values, name, first, text)
+
+
+def config_from_flags(
+    flag_values: flags.FlagValues = FLAGS) -> config_lib.TrainConfig:
+  """The TrainConfig the parsed flags describe (see the module docstring).
+
+  Example:
+
+  ```python
+  config = config_from_flags()  # after app.run parsed FLAGS
+  ```
+
+  Args:
+    flag_values: parsed flags that `define_flags` defined.
+
+  Returns:
+    The TrainConfig; ValueError names a bad or unknown setting and where it
+    came from.
+  """
+  layers = []
+  if flag_values.config_file:
+    layers.append((f"config file {flag_values.config_file}",
+                   config_lib.read_config_file(flag_values.config_file)))
+  command_line = {name: flag_values[name].value for name in _run_fields()
+                  if flag_values[name].present}
+  layers.append(("command line", command_line))
+  if flag_values.params_override:
+    layers.append(("params_override",
+                   config_lib.parse_override(flag_values.params_override)))
+  # The model flags to read are those of the model the layers choose.
+  model = next((settings["model"] for _, settings in reversed(layers)
+                if "model" in settings), flag_values.model)
+  if model in models.CONFIGS:
+    command_line["model_config"] = {
+        f.name: flag_values[_flag_name(f)].value
+        for f in dataclasses.fields(models.CONFIGS[model])
+        if flag_values[_flag_name(f)].present}
+  return config_lib.from_layers(layers)
+
+
+def _run_fields() -> Dict[str, dataclasses.Field]:
+  return {f.name: f for f in dataclasses.fields(config_lib.TrainConfig)
+          if f.name != "model_config"}
+
+
+def _flag_name(field: dataclasses.Field) -> str:
+  return field.metadata.get("flag", field.name)
+
+
+def _model_flags() -> Dict[str, List[Tuple[str, dataclasses.Field]]]:
+  """Flag name -> the (model, field) pairs it sets."""
+  owners = {}
+  for model, config_class in sorted(models.CONFIGS.items()):
+    for field in dataclasses.fields(config_class):
+      owners.setdefault(_flag_name(field), []).append((model, field))
+  return owners
+
+
+def _default(field: dataclasses.Field):
+  if field.default_factory is not dataclasses.MISSING:
+    return field.default_factory()
+  return None if field.default is dataclasses.MISSING else field.default
+
+
+def _define(flag_values: flags.FlagValues, name: str,
+            field: dataclasses.Field, text: str) -> None:
+  """Defines the flag `name` of the field's type, default and choices."""
+  default, origin = _default(field), typing.get_origin(field.type)
+  choices = field.metadata.get("choices")
+  if origin is tuple:
+    flags.DEFINE(_IntListParser(), name, list(default), text, flag_values,
+                 flags.CsvListSerializer(","))
+  elif origin is dict:
+    flags.DEFINE(_WeightsParser(), name, default, text, flag_values,
+                 _WeightsSerializer())
+  elif choices is not None:
+    flags.DEFINE_enum(name, default, list(choices), text,
+                      flag_values=flag_values)
+  else:
+    define = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer,
+              float: flags.DEFINE_float, str: flags.DEFINE_string}
+    define[field.type](name, default, text, flag_values=flag_values)

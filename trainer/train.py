@@ -464,12 +464,12 @@ def run(config: config_lib.TrainConfig,
 
 def main(argv):
   del argv
-  if (flags.FLAGS.strategy == "parameter_server"
-      and strategy_lib.server_task()):
-    strategy_lib.serve_forever()
-  strategy_lib.configure_logical_cpus(flags.FLAGS.num_logical_cpus)
   try:
     config = flags_lib.config_from_flags()
+    if (config.strategy == "parameter_server"
+        and strategy_lib.server_task()):
+      strategy_lib.serve_forever()
+    strategy_lib.configure_logical_cpus(config.num_logical_cpus)
     run(config)
   except (ValueError, FileNotFoundError, schema_lib.SchemaError,
           TrainingError, callbacks_lib.NaNLossError,
@@ -479,6 +479,35 @@ def main(argv):
     sys.exit(1)
 
 
-if __name__ == "__main__":
+_HELP_FLAGS = {"help", "helpshort", "helpfull", "?"}
+
+
+def _parse_flags(argv):
+  """absl's parsing, except that asking for help is no error (exit 0)."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except SystemExit as e:
+    asked = {arg.lstrip("-").partition("=")[0] for arg in argv[1:]}
+    if e.code == 1 and asked & _HELP_FLAGS:
+      sys.exit(0)
+    raise
+
+
+def cli_main():
+  """Defines the trainer's flags and trains: `python -m trainer.train` and
+  the `rankup-train` script.
+
+  Example (shell):
+
+      rankup-train --flagfile=run.flags --params_override=train_steps=10
+  """
   flags_lib.define_flags()
-  app.run(main)
+  # --help lists the key flags of the program that runs (sys.argv[0]):
+  # this module under -m, an installed script otherwise.
+  for flag in flags.FLAGS.get_key_flags_for_module(flags_lib.__name__):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  cli_main()

@@ -14,6 +14,7 @@ from rankup_tf.models.configs import DNNConfig
 from rankup_tf.models.configs import ModelConfig
 from rankup_tf.models.configs import RankMixerConfig
 from rankup_tf.models.configs import RankUpConfig
+from rankup_tf.models.configs import TokenModelConfig
 from rankup_tf.models.rankup import RankMixerModel
 from rankup_tf.models.rankup import RankUpModel
 
@@ -35,6 +36,6 @@ def build_model(name: str, schema: schema_lib.Schema,
 __all__ = [
     "RankingModel", "RankUpModel", "RankMixerModel", "DCNv2Model",
     "DLRMModel", "DNNModel", "RankUpConfig", "RankMixerConfig", "DCNv2Config",
-    "DLRMConfig", "DNNConfig", "ModelConfig", "MODELS", "CONFIGS",
-    "build_model",
+    "DLRMConfig", "DNNConfig", "ModelConfig", "TokenModelConfig", "MODELS",
+    "CONFIGS", "build_model",
 ]

@@ -1,13 +1,51 @@
 """Model configs: plain dataclasses, saved as JSON next to a model.
 
 A model is built from (schema, config). The trainer turns flags into one of
-these; nothing below reads flags.
+these; nothing below reads flags. Each field's metadata (`config_field`)
+holds the help text and allowed values its trainer flag is made from.
 """
 
 import dataclasses
 import json
 import math
-from typing import Any, Dict, Tuple, Type
+from typing import Any, Dict, Optional, Sequence, Tuple, Type
+
+
+def config_field(default: Any = dataclasses.MISSING, *, help_text: str,
+                 choices: Optional[Sequence[Any]] = None,
+                 flag: Optional[str] = None) -> Any:
+  """A dataclass field with what its command-line flag is made from.
+
+  Example:
+
+  ```python
+  @dataclasses.dataclass(frozen=True)
+  class MyConfig:
+    split: str = config_field("random", help_text="Tokenization.",
+                              choices=("random", "semantic"))
+  ```
+
+  Args:
+    default: the default (a dict default is copied for every instance);
+      omitted: the field is required.
+    help_text: the flag's help.
+    choices: the allowed values (an enum flag; config files and overrides
+      are checked against them).
+    flag: the flag's name when it is not the field's, so that fields of
+      several models share one flag.
+
+  Returns:
+    A `dataclasses.field` carrying the metadata.
+  """
+  metadata = {"help": help_text}
+  if choices is not None:
+    metadata["choices"] = tuple(choices)
+  if flag is not None:
+    metadata["flag"] = flag
+  if isinstance(default, dict):
+    return dataclasses.field(default_factory=lambda: dict(default),
+                             metadata=metadata)
+  return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,13 +72,25 @@ class ModelConfig:
     embedding_init_scale: multiplier (>= 0) on the embedding initializer's
       stddev 1/sqrt(d); 0 gives all-zero tables.
   """
-  embedding_dim: int = 16
-  tower_units: Tuple[int, ...] = (64,)
-  loss_weights: Dict[str, float] = dataclasses.field(default_factory=dict)
-  dropout: float = 0.0
-  dense_l2: float = 0.0
-  embedding_l2: float = 0.0
-  embedding_init_scale: float = 1.0
+  embedding_dim: int = config_field(16, help_text="d: embedding dim of "
+                                    "every view.")
+  tower_units: Tuple[int, ...] = config_field(
+      (64,), help_text="Hidden units of each task tower.")
+  loss_weights: Dict[str, float] = config_field(
+      {}, help_text="Per-task loss weights, task=weight,...")
+  dropout: float = config_field(
+      0.0, help_text="Dropout rate in [0, 1) of the token blocks, task "
+      "towers and baseline MLPs.")
+  dense_l2: float = config_field(
+      0.0, help_text="L2 coefficient on dense kernels (not biases, "
+      "LayerNorms or embeddings): dense_l2 * sum(w^2) added to the "
+      "training loss.")
+  embedding_l2: float = config_field(
+      0.0, help_text="L2 coefficient on the looked-up embedding rows: "
+      "embedding_l2 * sum of their squares / batch size.")
+  embedding_init_scale: float = config_field(
+      1.0, help_text="Multiplier (>= 0) on the embedding initializer's "
+      "stddev 1/sqrt(d); 0: zero tables.")
 
   def __post_init__(self):
     if not 0.0 <= self.dropout < 1.0:
@@ -71,9 +121,8 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class RankUpConfig(ModelConfig):
-  """RankUp with a switch per component (SPEC 3), so each ablation row is
-  one config.
+class TokenModelConfig(ModelConfig):
+  """Fields of the token models (RankUp, RankMixer), declared once.
 
   Attributes:
     num_tokens: T, all tokens (sparse tokens fill what global, dense, cross
@@ -81,6 +130,31 @@ class RankUpConfig(ModelConfig):
     token_dim: D.
     num_layers: L blocks.
     ffn_expansion: k, per-token FFN width kD.
+    dense_token: one token projecting the dense features and pretrained
+      vectors (if the schema has some); without it a model sees the
+      pretrained vectors only through cross tokens.
+    num_experts: 0 for a per-token FFN, E > 0 for a sparse MoE FFN (its
+      experts use the block's FFN activation).
+    moe_l1_penalty: lambda of the MoE gate penalty.
+  """
+  num_tokens: int = config_field(16, help_text="T: tokens.")
+  token_dim: int = config_field(64, help_text="D: token dim.")
+  num_layers: int = config_field(2, help_text="L: blocks.")
+  ffn_expansion: int = config_field(4, help_text="k: per-token FFN "
+                                    "expansion.")
+  dense_token: bool = config_field(True, help_text="Dense-feature token.")
+  num_experts: int = config_field(0, help_text="Sparse-MoE experts per "
+                                  "token (0: plain per-token FFN).")
+  moe_l1_penalty: float = config_field(1e-3, help_text="MoE gate L1 "
+                                       "penalty.")
+
+
+@dataclasses.dataclass(frozen=True)
+class RankUpConfig(TokenModelConfig):
+  """RankUp with a switch per component (SPEC 3), so each ablation row is
+  one config.
+
+  Attributes (besides TokenModelConfig's):
     num_embedding_views: K in 1..3, or 0 (the default) for every view that
       has a role with this config and schema: 1, + 1 with a global token,
       + 1 more with sparse cross tokens on a schema that has sparse cross
@@ -98,62 +172,50 @@ class RankUpConfig(ModelConfig):
     cross_tokens: one token per schema cross pair.
     sparse_cross_tokens: with cross_tokens, also the pairs of two sparse
       fields (view 3); off: crossed pretrained tokens only.
-    dense_token: one token projecting the dense features and pretrained
-      vectors (if the schema has some); without it a model sees the
-      pretrained vectors only through cross tokens.
     task_tokens: one learned token per task, read by its task tower.
     block: "rankup" (pre-LN, SwiGLU) or "rankmixer" (post-LN, GELU).
     ffn_activation: "swiglu" or "gelu"; empty picks the block's own.
-    num_experts: 0 for a per-token FFN, E > 0 for a sparse MoE FFN (its
-      experts use the block's FFN activation).
-    moe_l1_penalty: lambda of the MoE gate penalty.
   """
-  num_tokens: int = 16
-  token_dim: int = 64
-  num_layers: int = 2
-  ffn_expansion: int = 4
-  num_embedding_views: int = 0
-  view_embedding_dims: Tuple[int, ...] = ()
-  split: str = "random"
-  permutation_seed: int = 0
-  global_token: bool = True
-  global_token_func: str = "mlp"
-  cross_tokens: bool = True
-  sparse_cross_tokens: bool = True
-  dense_token: bool = True
-  task_tokens: bool = True
-  block: str = "rankup"
-  ffn_activation: str = ""
-  num_experts: int = 0
-  moe_l1_penalty: float = 1e-3
+  num_embedding_views: int = config_field(
+      0, help_text="K: embedding views (1 = single embedding; 0 = every "
+      "view that has a role: 3 with sparse cross pairs in the schema, else "
+      "2).")
+  view_embedding_dims: Tuple[int, ...] = config_field(
+      (), help_text="Embedding dim of each view (one per view, e.g. 8,16,8; "
+      "empty: --embedding_dim for all).")
+  split: str = config_field("random", help_text="Sparse-field tokenization.",
+                            choices=("random", "semantic", "ordered"))
+  permutation_seed: int = config_field(
+      0, help_text="Seed of the random split's permutation.")
+  global_token: bool = config_field(True, help_text="Global token.")
+  global_token_func: str = config_field(
+      "mlp", help_text="Global token function (fwfm: field-weighted FM).",
+      choices=("mlp", "fm", "fwfm", "dcn"))
+  cross_tokens: bool = config_field(True, help_text="Crossed "
+                                    "pretrained-embedding tokens.")
+  sparse_cross_tokens: bool = config_field(
+      True, help_text="With --cross_tokens, also the schema's sparse cross "
+      "pairs.")
+  task_tokens: bool = config_field(True, help_text="Task tokens.")
+  block: str = config_field(
+      "rankup", help_text="Block style (rankup: pre-LN SwiGLU; rankmixer: "
+      "post-LN GELU).", choices=("rankup", "rankmixer"))
+  ffn_activation: str = config_field(
+      "", help_text="Per-token FFN activation (empty: the block's own).",
+      choices=("", "gelu", "swiglu"))
 
 
 @dataclasses.dataclass(frozen=True)
-class RankMixerConfig(ModelConfig):
+class RankMixerConfig(TokenModelConfig):
   """RankMixer as published: semantic split, single embedding, post-LN GELU
-  blocks, mean-pool readout. Fields as in RankUpConfig."""
-  num_tokens: int = 16
-  token_dim: int = 64
-  num_layers: int = 2
-  ffn_expansion: int = 4
-  dense_token: bool = True
-  num_experts: int = 0
-  moe_l1_penalty: float = 1e-3
+  blocks, mean-pool readout. Fields as in TokenModelConfig."""
 
   def as_rankup(self) -> RankUpConfig:
     """The RankUpConfig with every RankUp component switched off."""
     return RankUpConfig(
-        embedding_dim=self.embedding_dim, tower_units=self.tower_units,
-        loss_weights=self.loss_weights, num_tokens=self.num_tokens,
-        token_dim=self.token_dim, num_layers=self.num_layers,
-        ffn_expansion=self.ffn_expansion, num_embedding_views=1,
-        split="semantic", global_token=False, cross_tokens=False,
-        sparse_cross_tokens=False,
-        dense_token=self.dense_token, task_tokens=False, block="rankmixer",
-        ffn_activation="gelu", num_experts=self.num_experts,
-        moe_l1_penalty=self.moe_l1_penalty, dropout=self.dropout,
-        dense_l2=self.dense_l2, embedding_l2=self.embedding_l2,
-        embedding_init_scale=self.embedding_init_scale)
+        **dataclasses.asdict(self), num_embedding_views=1, split="semantic",
+        global_token=False, cross_tokens=False, sparse_cross_tokens=False,
+        task_tokens=False, block="rankmixer", ffn_activation="gelu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,23 +227,28 @@ class DCNv2Config(ModelConfig):
     projection_dim: low-rank cross projection (0 = full rank).
     deep_units: MLP after the cross layers.
   """
-  num_cross_layers: int = 3
-  projection_dim: int = 0
-  deep_units: Tuple[int, ...] = (256, 128)
+  num_cross_layers: int = config_field(3, help_text="Cross layers.")
+  projection_dim: int = config_field(0, help_text="Low-rank cross "
+                                     "projection (0: full rank).")
+  deep_units: Tuple[int, ...] = config_field(
+      (256, 128), help_text="Deep MLP units.", flag="hidden_units")
 
 
 @dataclasses.dataclass(frozen=True)
 class DLRMConfig(ModelConfig):
   """DLRM: bottom MLP on dense inputs, pairwise dot interactions
   (tfrs.layers.feature_interaction.DotInteraction), top MLP."""
-  bottom_units: Tuple[int, ...] = (64,)
-  top_units: Tuple[int, ...] = (256, 128)
+  bottom_units: Tuple[int, ...] = config_field(
+      (64,), help_text="Bottom MLP units.")
+  top_units: Tuple[int, ...] = config_field(
+      (256, 128), help_text="Top MLP units.", flag="hidden_units")
 
 
 @dataclasses.dataclass(frozen=True)
 class DNNConfig(ModelConfig):
   """All inputs concatenated through an MLP."""
-  hidden_units: Tuple[int, ...] = (256, 128)
+  hidden_units: Tuple[int, ...] = config_field(
+      (256, 128), help_text="MLP units.")
 
 
 CONFIGS: Dict[str, Type[ModelConfig]] = {
