@@ -36,9 +36,6 @@ import sys
 import time
 from typing import Dict, Optional, Tuple
 
-from absl import app
-from absl import flags
-
 import rankup_tf
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -479,20 +476,6 @@ def main(argv):
     sys.exit(1)
 
 
-_HELP_FLAGS = {"help", "helpshort", "helpfull", "?"}
-
-
-def _parse_flags(argv):
-  """absl's parsing, except that asking for help is no error (exit 0)."""
-  try:
-    return app.parse_flags_with_usage(argv)
-  except SystemExit as e:
-    asked = {arg.lstrip("-").partition("=")[0] for arg in argv[1:]}
-    if e.code == 1 and asked & _HELP_FLAGS:
-      sys.exit(0)
-    raise
-
-
 def cli_main():
   """Defines the trainer's flags and trains: `python -m trainer.train` and
   the `rankup-train` script.
@@ -501,12 +484,7 @@ def cli_main():
 
       rankup-train --flagfile=run.flags --params_override=train_steps=10
   """
-  flags_lib.define_flags()
-  # --help lists the key flags of the program that runs (sys.argv[0]):
-  # this module under -m, an installed script otherwise.
-  for flag in flags.FLAGS.get_key_flags_for_module(flags_lib.__name__):
-    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-  app.run(main, flags_parser=_parse_flags)
+  cli.run(main, flags_lib.define_flags)
 
 
 if __name__ == "__main__":
