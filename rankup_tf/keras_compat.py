@@ -22,6 +22,7 @@ class Scale(keras.layers.Layer):
 ```
 """
 
+import functools
 import os
 
 _TRUE = ("1", "true", "True")
@@ -38,6 +39,7 @@ _FIX = (
 )
 
 
+@functools.lru_cache(maxsize=None)
 def _keras_of_tf():
   """The Keras package `tf.keras` is, resolving `tf.keras` if needed."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -84,7 +86,7 @@ def build_sublayer(layer, input_shape) -> None:
   only when the sublayer is called, so its weights keep the names they get
   from a call (parent/sublayer/kernel).
   """
-  if __getattr__("KERAS_3"):
+  if _keras_of_tf().__name__ == "keras":
     layer.build(input_shape)
     return
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -96,9 +98,7 @@ def __getattr__(name):
   # Resolved on first use, not at import, so that `require_keras_2` can
   # still select Keras 2.
   if name == "keras":
-    globals()["keras"] = _keras_of_tf()
-    return globals()["keras"]
+    return _keras_of_tf()
   if name == "KERAS_3":
-    globals()["KERAS_3"] = __getattr__("keras").__name__ == "keras"
-    return globals()["KERAS_3"]
+    return _keras_of_tf().__name__ == "keras"
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

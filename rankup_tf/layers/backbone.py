@@ -332,10 +332,12 @@ class SparseMoEFFN(keras.layers.Layer):
     self._expert_weights = _add_ffn_weights(self, self.activation, t * e, d,
                                             h, self._regularizer)
     self.train_router = self.add_weight(
-        name="train_router", shape=[t, d, e], initializer=per_token_uniform(d, e),
+        name="train_router", shape=[t, d, e],
+        initializer=per_token_uniform(d, e),
         regularizer=self._regularizer)
     self.inference_router = self.add_weight(
-        name="inference_router", shape=[t, d, e], initializer=per_token_uniform(d, e),
+        name="inference_router", shape=[t, d, e],
+        initializer=per_token_uniform(d, e),
         regularizer=self._regularizer)
     super().build(input_shape)
 

@@ -163,8 +163,7 @@ class RandomPermutationSplit(_FieldSplit):
     super().build(input_shape)
     self.stored_permutation = self.add_weight(
         name="permutation", shape=[len(self._initial_permutation)],
-        dtype="int32",
-        trainable=False,
+        dtype="int32", trainable=False,
         initializer=keras.initializers.Constant(self._initial_permutation))
 
   def call(self, embeddings):
@@ -307,12 +306,12 @@ class GlobalToken(keras.layers.Layer):
     self.kernel_l2 = kernel_l2
     regularizer = backbone.kernel_regularizer(kernel_l2)
     self._hidden = ([keras.layers.Dense(u, activation="relu",
-                                           kernel_regularizer=regularizer)
+                                        kernel_regularizer=regularizer)
                      for u in self.hidden_units] if func == "mlp" else [])
     self._cross = (_cross_layers(num_cross_layers, regularizer)
                    if func == "dcn" else [])
     self._project = keras.layers.Dense(token_dim, name="project",
-                                          kernel_regularizer=regularizer)
+                                       kernel_regularizer=regularizer)
 
   def build(self, input_shape):
     num_fields, _ = _view_shape(input_shape, self)
