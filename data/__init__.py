@@ -1,6 +1,8 @@
 """The card's data/ folder, installed as rankup_tf.data."""
 
-# Under its own name (`python -m data.<module>` in a checkout) this package
-# loads before the command imports TensorFlow: rankup_tf, imported first,
-# then gives the command its quiet start (rankup_tf/startup.py).
-import rankup_tf  # noqa: F401
+from rankup_tf import startup
+
+# A command line (`python -m data.<module>` in a checkout, or its rankup-*
+# script) imports TensorFlow first here: quietly (rankup_tf/startup.py).
+with startup.quiet_start():
+  import tensorflow  # noqa: F401  pylint: disable=unused-import

@@ -1,46 +1,47 @@
-"""rankup_tf: RankUp ranking models for TensorFlow / Keras 2.
+"""rankup_tf: RankUp ranking models and token layers for TensorFlow / Keras.
 
-Importing this package selects Keras 2 (`tf-keras`), which
-TensorFlow-Recommenders requires, by setting `TF_USE_LEGACY_KERAS=1` before
-TensorFlow resolves `tf.keras`. Import `rankup_tf` before touching `tf.keras`.
+Importing this package does not choose a Keras: its parts load on first use
+(`rankup_tf.layers`, `rankup_tf.models`, ...), and each follows its own rule
+(`rankup_tf.keras_compat` has the details):
+
+* `rankup_tf.layers`: the token layers use whichever Keras `tf.keras` is,
+  Keras 3 or Keras 2 (`TF_USE_LEGACY_KERAS=1`), without changing it (all
+  but `MultiEmbedding`, which is Keras 2 only);
+* `rankup_tf.models`, `rankup_tf.trainer`, `rankup_tf.serving`: built on
+  TensorFlow-Recommenders, Keras 2 only. Importing them selects Keras 2 if
+  `tf.keras` is still unresolved, and otherwise raises an ImportError that
+  says how to fix the process;
+* `Schema`, `make_dataset`, `metrics`, `diagnostics`: either Keras.
 """
 
-import os
+import importlib
 
-_FIX = (
-    "rankup_tf needs Keras 2 (tf-keras), but {problem}. Fix: set the "
-    "environment variable TF_USE_LEGACY_KERAS=1 before Python starts "
-    "(`export TF_USE_LEGACY_KERAS=1`), or `import rankup_tf` before the first "
-    "use of `tf.keras`, and make sure tf-keras is installed "
-    "(`pip install tf-keras==2.21.0`)."
-)
-
-if os.environ.get("TF_USE_LEGACY_KERAS", "1") not in ("1", "true", "True"):
-    raise ImportError(
-        _FIX.format(problem="TF_USE_LEGACY_KERAS is set to "
-                    f"{os.environ['TF_USE_LEGACY_KERAS']!r}"))
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from rankup_tf import startup  # noqa: E402  (imports no TensorFlow)
-
-# A command line starts quietly (rankup_tf/startup.py); TensorFlow's start-up
-# logs are settled at its first import, so the quiet start wraps this one.
-with startup.quiet_start():
-    import tensorflow as tf  # noqa: E402  (must follow the environment setup)
-
-if not tf.keras.layers.Layer.__module__.startswith("tf_keras"):
-    raise ImportError(
-        _FIX.format(problem="TensorFlow has already bound tf.keras to Keras 3 "
-                    f"({tf.keras.layers.Layer.__module__})"))
-
-from rankup_tf import diagnostics  # noqa: E402
-from rankup_tf import layers  # noqa: E402
-from rankup_tf import metrics  # noqa: E402
-from rankup_tf import models  # noqa: E402
-from rankup_tf.input_pipeline import make_dataset  # noqa: E402
-from rankup_tf.schema import Schema, SchemaError  # noqa: E402
+_LAZY = {
+    "Schema": ("rankup_tf.schema", "Schema"),
+    "SchemaError": ("rankup_tf.schema", "SchemaError"),
+    "make_dataset": ("rankup_tf.input_pipeline", "make_dataset"),
+    "layers": ("rankup_tf.layers", None),
+    "metrics": ("rankup_tf.metrics", None),
+    "models": ("rankup_tf.models", None),
+    "diagnostics": ("rankup_tf.diagnostics", None),
+}
 
 __all__ = ["Schema", "SchemaError", "make_dataset", "layers", "metrics",
            "models", "diagnostics"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+  # PEP 562: a part is imported when first used, so `import rankup_tf`
+  # alone fixes no Keras for the process.
+  if name not in _LAZY:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  module_name, attribute = _LAZY[name]
+  module = importlib.import_module(module_name)
+  value = module if attribute is None else getattr(module, attribute)
+  globals()[name] = value
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(__all__))

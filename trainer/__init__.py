@@ -1,6 +1,10 @@
-"""The card's trainer/ folder, installed as rankup_tf.trainer."""
+"""The card's trainer/ folder, installed as rankup_tf.trainer: Keras 2 (tf-keras)
+only, like rankup_tf.models."""
 
-# Under its own name (`python -m trainer.<module>` in a checkout) this package
-# loads before the command imports TensorFlow: rankup_tf, imported first,
-# then gives the command its quiet start (rankup_tf/startup.py).
-import rankup_tf  # noqa: F401
+from rankup_tf import keras_compat
+from rankup_tf import startup
+
+# A command line (`python -m trainer.<module>` in a checkout, or its rankup-*
+# script) imports TensorFlow first here: quietly (rankup_tf/startup.py).
+with startup.quiet_start():
+  keras_compat.require_keras_2("rankup_tf.trainer")

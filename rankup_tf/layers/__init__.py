@@ -1,4 +1,8 @@
-"""RankUp / RankMixer Keras layers (Keras 2), usable in any Keras model."""
+"""RankUp / RankMixer Keras layers, usable in any Keras 2 or Keras 3 model.
+
+They use the Keras `tf.keras` is (`rankup_tf.keras_compat`); `MultiEmbedding`
+is Keras 2 only.
+"""
 
 from rankup_tf.layers.backbone import PerTokenFFN
 from rankup_tf.layers.backbone import RankMixerBlock

@@ -7,6 +7,8 @@ from typing import Dict, Optional, Tuple
 
 import tensorflow as tf
 
+from rankup_tf.keras_compat import keras
+
 FFN_ACTIVATIONS = ("gelu", "swiglu")
 
 
@@ -27,7 +29,7 @@ def per_token_matmul(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
 def per_token_uniform(fan_in: int, fan_out: int):
   """Glorot-uniform scaled per token (Keras would count T into the fans)."""
   limit = (6.0 / (fan_in + fan_out)) ** 0.5
-  return tf.keras.initializers.RandomUniform(-limit, limit)
+  return keras.initializers.RandomUniform(-limit, limit)
 
 
 def kernel_regularizer(kernel_l2: float):
@@ -35,14 +37,14 @@ def kernel_regularizer(kernel_l2: float):
   layer loss at all, so the unregularized model is unchanged)."""
   if kernel_l2 < 0:
     raise ValueError(f"kernel_l2 must be >= 0, got {kernel_l2}.")
-  return tf.keras.regularizers.L2(kernel_l2) if kernel_l2 else None
+  return keras.regularizers.L2(kernel_l2) if kernel_l2 else None
 
 
 def maybe_dropout(rate: float, name: Optional[str] = None):
   """A Dropout layer of `rate`, or None for 0 (no layer, no op)."""
   if not 0 <= rate < 1:
     raise ValueError(f"dropout rate must be in [0, 1), got {rate}.")
-  return tf.keras.layers.Dropout(rate, name=name) if rate else None
+  return keras.layers.Dropout(rate, name=name) if rate else None
 
 
 def static_dims(input_shape, layer, expected: str = "tokens shaped [B, T, D]"
@@ -56,8 +58,8 @@ def static_dims(input_shape, layer, expected: str = "tokens shaped [B, T, D]"
   return int(shape[1]), int(shape[2])
 
 
-@tf.keras.utils.register_keras_serializable("rankup_tf")
-class TokenMixing(tf.keras.layers.Layer):
+@keras.saving.register_keras_serializable("rankup_tf")
+class TokenMixing(keras.layers.Layer):
   """Parameter-free token mixing with H = T heads (RankMixer).
 
   Token t is cut into T heads of D/T dims; output token h concatenates head
@@ -160,8 +162,8 @@ def _per_token(weight: tf.Tensor, num_tokens: int) -> list:
   return tf.unstack(weight, num=num_tokens)
 
 
-@tf.keras.utils.register_keras_serializable("rankup_tf")
-class PerTokenFFN(tf.keras.layers.Layer):
+@keras.saving.register_keras_serializable("rankup_tf")
+class PerTokenFFN(keras.layers.Layer):
   """T feed-forward networks, one per token, in one [T, D, kD] weight.
 
       gelu:   v_t = W2_t GELU(W1_t s_t + b1_t) + b2_t
@@ -247,7 +249,7 @@ def _add_ffn_weights(layer, activation: str, n: int, d: int, h: int,
   for name, shape in specs:
     bias = name.startswith("b")
     weight = layer.add_weight(
-        name, shape,
+        name=name, shape=shape,
         initializer="zeros" if bias else per_token_uniform(shape[1],
                                                            shape[2]),
         regularizer=None if bias else regularizer)
@@ -267,8 +269,8 @@ def _ffn(activation: str, x: tf.Tensor, weights, training) -> tf.Tensor:
   return tf.matmul(swiglu(tf.matmul(x, w1), tf.matmul(x, w2)), w3)
 
 
-@tf.keras.utils.register_keras_serializable("rankup_tf")
-class SparseMoEFFN(tf.keras.layers.Layer):
+@keras.saving.register_keras_serializable("rankup_tf")
+class SparseMoEFFN(keras.layers.Layer):
   """Per-token sparse mixture of experts with ReLU routing (RankMixer).
 
   Token t has E experts (FFNs of width kD, GELU or SwiGLU as in
@@ -330,10 +332,12 @@ class SparseMoEFFN(tf.keras.layers.Layer):
     self._expert_weights = _add_ffn_weights(self, self.activation, t * e, d,
                                             h, self._regularizer)
     self.train_router = self.add_weight(
-        "train_router", [t, d, e], initializer=per_token_uniform(d, e),
+        name="train_router", shape=[t, d, e],
+        initializer=per_token_uniform(d, e),
         regularizer=self._regularizer)
     self.inference_router = self.add_weight(
-        "inference_router", [t, d, e], initializer=per_token_uniform(d, e),
+        name="inference_router", shape=[t, d, e],
+        initializer=per_token_uniform(d, e),
         regularizer=self._regularizer)
     super().build(input_shape)
 
@@ -409,7 +413,7 @@ def _make_ffn(expansion, activation, num_experts, moe_l1_penalty,
                      kernel_l2=kernel_l2, name=name)
 
 
-class _Block(tf.keras.layers.Layer):
+class _Block(keras.layers.Layer):
   """A token mixer and a per-token FFN with residuals and LayerNorms.
 
   Args:
@@ -440,9 +444,9 @@ class _Block(tf.keras.layers.Layer):
     self.ffn = _make_ffn(expansion, activation, num_experts, moe_l1_penalty,
                          implementation, kernel_l2, name="ffn")
     self._dropout = maybe_dropout(dropout, name="dropout")
-    self.norm1 = tf.keras.layers.LayerNormalization(
+    self.norm1 = keras.layers.LayerNormalization(
         epsilon=layer_norm_epsilon, name="norm1")
-    self.norm2 = tf.keras.layers.LayerNormalization(
+    self.norm2 = keras.layers.LayerNormalization(
         epsilon=layer_norm_epsilon, name="norm2")
 
   def build(self, input_shape):
@@ -472,7 +476,7 @@ class _Block(tf.keras.layers.Layer):
                 kernel_l2=self.kernel_l2)
 
 
-@tf.keras.utils.register_keras_serializable("rankup_tf")
+@keras.saving.register_keras_serializable("rankup_tf")
 class RankMixerBlock(_Block):
   """RankMixer's post-LN block (GELU per-token FFN by default):
 
@@ -492,7 +496,7 @@ class RankMixerBlock(_Block):
         self._drop(self.ffn(s, training=training), training) + s)
 
 
-@tf.keras.utils.register_keras_serializable("rankup_tf")
+@keras.saving.register_keras_serializable("rankup_tf")
 class RankUpBlock(_Block):
   """RankUp's pre-LN block with a SwiGLU per-token FFN:
 

@@ -21,6 +21,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import tensorflow as tf
 
 from rankup_tf import schema as schema_lib
+from rankup_tf import keras_compat
+from rankup_tf.keras_compat import keras
 
 FeatureSpec = Union[schema_lib.SparseFeature, Dict]
 
@@ -51,8 +53,8 @@ class _Stack:
     return "view" + "_".join(str(k) for k in self.views) + "_" + self.combiner
 
 
-@tf.keras.utils.register_keras_serializable("rankup_tf")
-class MultiEmbedding(tf.keras.layers.Layer):
+@keras.saving.register_keras_serializable("rankup_tf")
+class MultiEmbedding(keras.layers.Layer):
   """K independent embedding tables per sparse field ("views").
 
   View k has its own embedding rows for every field it covers, of dim
@@ -101,6 +103,15 @@ class MultiEmbedding(tf.keras.layers.Layer):
                view_dims: Sequence[int],
                view_features: Optional[Sequence[Sequence[str]]] = None,
                init_scale: float = 1.0, l2: float = 0.0, **kwargs):
+    if keras_compat.KERAS_3:
+      # Its tables rely on tf-keras variable handling under distribution
+      # strategies (sharded tables, sparse updates), measured in Keras 2 only.
+      raise NotImplementedError(
+          "MultiEmbedding is Keras 2 (tf-keras) only, like rankup_tf.models, "
+          "and this process uses Keras 3. In Keras 3 embed with "
+          "keras.layers.Embedding (or keras_rs) and feed the [B, M, d] field "
+          "embeddings to the token layers (README, \"Keras 3\"); or set "
+          "TF_USE_LEGACY_KERAS=1 before Python starts.")
     super().__init__(**kwargs)
     if not (math.isfinite(init_scale) and init_scale >= 0):
       raise ValueError(f"MultiEmbedding: init_scale must be >= 0, got "
@@ -153,7 +164,7 @@ class MultiEmbedding(tf.keras.layers.Layer):
       self.tables[stack.name] = self.add_weight(
           stack.name, [stack.rows, dim * len(stack.views)], dtype=tf.float32,
           experimental_autocast=False,  # embeddings stay float32
-          initializer=tf.keras.initializers.TruncatedNormal(
+          initializer=keras.initializers.TruncatedNormal(
               stddev=self.init_scale / math.sqrt(dim)))
     super().build(input_shape)
 

@@ -4,11 +4,12 @@ from typing import Dict, Sequence
 
 import tensorflow as tf
 
+from rankup_tf.keras_compat import keras
 from rankup_tf.layers import backbone
 
 
-@tf.keras.utils.register_keras_serializable("rankup_tf")
-class TaskTowers(tf.keras.layers.Layer):
+@keras.saving.register_keras_serializable("rankup_tf")
+class TaskTowers(keras.layers.Layer):
   """One MLP tower per task, each ending in a logit.
 
   Without task tokens (RankMixer's readout) every tower reads the mean of
@@ -48,9 +49,9 @@ class TaskTowers(tf.keras.layers.Layer):
     self.dropout = dropout
     self.kernel_l2 = kernel_l2
     self._towers = {
-        task: tf.keras.Sequential(
+        task: keras.Sequential(
             mlp_layers(self.hidden_units, dropout, kernel_l2)
-            + [tf.keras.layers.Dense(
+            + [keras.layers.Dense(
                 1, kernel_regularizer=backbone.kernel_regularizer(kernel_l2))],
             name=f"tower_{task}")
         for task in self.task_names}
@@ -96,7 +97,7 @@ def mlp_layers(units: Sequence[int], dropout: float = 0.0,
   kernels), each followed by a Dropout of rate `dropout` when it is not 0."""
   layers = []
   for u in units:
-    layers.append(tf.keras.layers.Dense(
+    layers.append(keras.layers.Dense(
         u, activation="relu",
         kernel_regularizer=backbone.kernel_regularizer(kernel_l2)))
     drop = backbone.maybe_dropout(dropout)

@@ -19,8 +19,9 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 
+from rankup_tf import keras_compat
+from rankup_tf.keras_compat import keras
 from rankup_tf.layers import backbone
 
 GLOBAL_TOKEN_FUNCS = ("mlp", "fm", "fwfm", "dcn")
@@ -31,7 +32,7 @@ def _view_shape(input_shape, layer):
                               "one embedding view shaped [B, M, d]")
 
 
-class _FieldSplit(tf.keras.layers.Layer):
+class _FieldSplit(keras.layers.Layer):
   """Groups fields into tokens and projects each group with its own weights.
 
   Subclasses implement `_groups(num_fields)` -> the field indices of each
@@ -76,11 +77,12 @@ class _FieldSplit(tf.keras.layers.Layer):
     self._gather = tf.constant(np.array(padded, np.int32).reshape(-1))
     self._width, self._dim = width, dim
     self.kernel = self.add_weight(
-        "kernel", [self.num_tokens, width * dim, self.token_dim],
+        name="kernel", shape=[self.num_tokens, width * dim, self.token_dim],
         initializer=backbone.per_token_uniform(width * dim, self.token_dim),
         regularizer=backbone.kernel_regularizer(self.kernel_l2))
-    self.bias = self.add_weight("bias", [self.num_tokens, self.token_dim],
-                                initializer="zeros")
+    self.bias = self.add_weight(
+        name="bias", shape=[self.num_tokens, self.token_dim],
+        initializer="zeros")
     super().build(input_shape)
 
   def call(self, embeddings: tf.Tensor) -> tf.Tensor:
@@ -100,7 +102,7 @@ def even_split(fields: Sequence[int], parts: int) -> List[List[int]]:
   return [list(map(int, g)) for g in np.array_split(np.asarray(fields), parts)]
 
 
-@tf.keras.utils.register_keras_serializable("rankup_tf")
+@keras.saving.register_keras_serializable("rankup_tf")
 class RandomPermutationSplit(_FieldSplit):
   """RankUp's randomized permutation splitting (SPEC 3.1).
 
@@ -160,9 +162,9 @@ class RandomPermutationSplit(_FieldSplit):
   def build(self, input_shape):
     super().build(input_shape)
     self.stored_permutation = self.add_weight(
-        "permutation", [len(self._initial_permutation)], dtype=tf.int32,
-        trainable=False,
-        initializer=tf.keras.initializers.Constant(self._initial_permutation))
+        name="permutation", shape=[len(self._initial_permutation)],
+        dtype="int32", trainable=False,
+        initializer=keras.initializers.Constant(self._initial_permutation))
 
   def call(self, embeddings):
     return super().call(tf.gather(embeddings, self.stored_permutation,
@@ -173,7 +175,7 @@ class RandomPermutationSplit(_FieldSplit):
                 permutation=self.permutation)
 
 
-@tf.keras.utils.register_keras_serializable("rankup_tf")
+@keras.saving.register_keras_serializable("rankup_tf")
 class SemanticGroupSplit(_FieldSplit):
   """RankMixer's semantic tokenization: a token never mixes groups.
 
@@ -228,7 +230,7 @@ class SemanticGroupSplit(_FieldSplit):
     return dict(super().get_config(), groups=self.groups)
 
 
-@tf.keras.utils.register_keras_serializable("rankup_tf")
+@keras.saving.register_keras_serializable("rankup_tf")
 class OrderedSplit(_FieldSplit):
   """Fields split evenly in their given order (an ablation baseline).
 
@@ -248,8 +250,22 @@ SPLITS = {"random": RandomPermutationSplit, "semantic": SemanticGroupSplit,
           "ordered": OrderedSplit}
 
 
-@tf.keras.utils.register_keras_serializable("rankup_tf")
-class GlobalToken(tf.keras.layers.Layer):
+def _cross_layers(num_layers: int, regularizer) -> list:
+  """`num_layers` DCNv2 cross layers of TFRS, which is Keras 2 only (and
+  imported only here, so the other tokenizers load without it)."""
+  if keras_compat.KERAS_3:
+    raise ValueError(
+        "GlobalToken(func='dcn') uses TensorFlow-Recommenders' DCNv2 cross "
+        "layer, which is Keras 2 (tf-keras) only, and this process uses "
+        "Keras 3. Use func='mlp', 'fm' or 'fwfm', or set "
+        "TF_USE_LEGACY_KERAS=1 before Python starts.")
+  import tensorflow_recommenders as tfrs  # pylint: disable=g-import-not-at-top
+  return [tfrs.layers.dcn.Cross(kernel_regularizer=regularizer)
+          for _ in range(num_layers)]
+
+
+@keras.saving.register_keras_serializable("rankup_tf")
+class GlobalToken(keras.layers.Layer):
   """One token summarizing all fields: g = func(Pool(view-1 embeddings)).
 
   func:
@@ -259,7 +275,8 @@ class GlobalToken(tf.keras.layers.Layer):
     * "fwfm": field-weighted FM, sum_{i<j} r_ij e_i * e_j [B, d], with a
       learned scalar r_ij per field pair (initialized to 1, so it starts as
       "fm");
-    * "dcn": the concatenation through DCNv2 cross layers (tfrs);
+    * "dcn": the concatenation through DCNv2 cross layers (tfrs; Keras 2
+      only);
   each followed by a projection to D. FM and FwFM keep the element-wise
   products un-summed (bi-interaction pooling, as in NFM): the scalar FM
   score, sum over the d dims, would project to a rank-1 token.
@@ -288,14 +305,13 @@ class GlobalToken(tf.keras.layers.Layer):
     self.num_cross_layers = num_cross_layers
     self.kernel_l2 = kernel_l2
     regularizer = backbone.kernel_regularizer(kernel_l2)
-    self._hidden = ([tf.keras.layers.Dense(u, activation="relu",
-                                           kernel_regularizer=regularizer)
+    self._hidden = ([keras.layers.Dense(u, activation="relu",
+                                        kernel_regularizer=regularizer)
                      for u in self.hidden_units] if func == "mlp" else [])
-    self._cross = ([tfrs.layers.dcn.Cross(kernel_regularizer=regularizer)
-                    for _ in range(num_cross_layers)]
+    self._cross = (_cross_layers(num_cross_layers, regularizer)
                    if func == "dcn" else [])
-    self._project = tf.keras.layers.Dense(token_dim, name="project",
-                                          kernel_regularizer=regularizer)
+    self._project = keras.layers.Dense(token_dim, name="project",
+                                       kernel_regularizer=regularizer)
 
   def build(self, input_shape):
     num_fields, _ = _view_shape(input_shape, self)
@@ -304,7 +320,7 @@ class GlobalToken(tf.keras.layers.Layer):
       # scatters them into a strictly upper-triangular [M, M] matrix.
       self._pairs = np.stack(np.triu_indices(num_fields, k=1), axis=1)
       self.pair_weights = self.add_weight(
-          "pair_weights", [len(self._pairs)], initializer="ones")
+          name="pair_weights", shape=[len(self._pairs)], initializer="ones")
     super().build(input_shape)
 
   def call(self, embeddings: tf.Tensor) -> tf.Tensor:
@@ -337,8 +353,8 @@ class GlobalToken(tf.keras.layers.Layer):
                 kernel_l2=self.kernel_l2)
 
 
-@tf.keras.utils.register_keras_serializable("rankup_tf")
-class CrossedPretrainedToken(tf.keras.layers.Layer):
+@keras.saving.register_keras_serializable("rankup_tf")
+class CrossedPretrainedToken(keras.layers.Layer):
   """One token per crossed pair: e = Proj_p(a_p * b_p) (SPEC 3.4).
 
   Called on a list of (a, b) pairs of [B, dim_p] tensors: pretrained vectors
@@ -372,7 +388,7 @@ class CrossedPretrainedToken(tf.keras.layers.Layer):
         raise ValueError(f"CrossedPretrainedToken {self.name!r}: pair {i} "
                          f"needs two [B, dim] vectors of one dim, got {a} and "
                          f"{b}.")
-      projection = tf.keras.layers.Dense(
+      projection = keras.layers.Dense(
           self.token_dim, name=f"project_{i}",
           kernel_regularizer=backbone.kernel_regularizer(self.kernel_l2))
       projection.build(a)
@@ -388,8 +404,8 @@ class CrossedPretrainedToken(tf.keras.layers.Layer):
                 kernel_l2=self.kernel_l2)
 
 
-@tf.keras.utils.register_keras_serializable("rankup_tf")
-class DenseToken(tf.keras.layers.Layer):
+@keras.saving.register_keras_serializable("rankup_tf")
+class DenseToken(keras.layers.Layer):
   """Dense inputs (normalized dense fields, pretrained vectors) projected
   into one token.
 
@@ -407,9 +423,13 @@ class DenseToken(tf.keras.layers.Layer):
     super().__init__(**kwargs)
     self.token_dim = token_dim
     self.kernel_l2 = kernel_l2
-    self._project = tf.keras.layers.Dense(
+    self._project = keras.layers.Dense(
         token_dim, name="project",
         kernel_regularizer=backbone.kernel_regularizer(kernel_l2))
+
+  def build(self, input_shape):
+    keras_compat.build_sublayer(self._project, input_shape)
+    super().build(input_shape)
 
   def call(self, dense: tf.Tensor) -> tf.Tensor:
     return self._project(dense)[:, tf.newaxis]
@@ -419,8 +439,8 @@ class DenseToken(tf.keras.layers.Layer):
                 kernel_l2=self.kernel_l2)
 
 
-@tf.keras.utils.register_keras_serializable("rankup_tf")
-class TaskTokens(tf.keras.layers.Layer):
+@keras.saving.register_keras_serializable("rankup_tf")
+class TaskTokens(keras.layers.Layer):
   """One learned token per task, the same for every example (SPEC 3.5).
 
   Called on any tensor whose first dim is the batch.
@@ -443,8 +463,8 @@ class TaskTokens(tf.keras.layers.Layer):
 
   def build(self, input_shape):
     self.tokens = self.add_weight(
-        "tokens", [self.num_tasks, self.token_dim],
-        initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02))
+        name="tokens", shape=[self.num_tasks, self.token_dim],
+        initializer=keras.initializers.TruncatedNormal(stddev=0.02))
     super().build(input_shape)
 
   def call(self, batch_like: tf.Tensor) -> tf.Tensor:
