@@ -14,9 +14,9 @@ from typing import Any, Dict, Optional
 import tensorflow as tf
 
 from rankup_tf import models
+from rankup_tf import run_dir
 from rankup_tf import schema as schema_lib
 from rankup_tf.serving import export as export_lib
-from rankup_tf.serving import restore
 from rankup_tf.trainer import checks
 from rankup_tf.trainer import evaluation
 
@@ -25,7 +25,6 @@ STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device",
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 DENSE_OPTIMIZERS = ("adam", "rmsprop", "adagrad")
 SPARSE_OPTIMIZERS = ("adagrad", "sgd")
-CONFIG_FILE = restore.CONFIG_FILE
 
 
 @dataclasses.dataclass
@@ -190,7 +189,7 @@ class TrainConfig:
     return cls(**values)
 
   def save(self, path: Optional[str] = None) -> str:
-    path = path or os.path.join(self.model_dir, CONFIG_FILE)
+    path = path or os.path.join(self.model_dir, run_dir.CONFIG_FILE)
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.gfile.GFile(path, "w") as f:
       f.write(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
