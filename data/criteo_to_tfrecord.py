@@ -92,7 +92,7 @@ def main(argv: List[str]) -> None:
   FLAGS = flags.FLAGS
   with cli.one_line_errors():
     schema = criteo_schema(FLAGS.hash_buckets, FLAGS.dense_normalization)
-    csv_to_tfrecord.write_dataset(schema, lambda writer, path, split: convert(
+    records.write_dataset(schema, lambda writer, path, split: convert(
         path, schema, writer, FLAGS.skip_bad_rows, split))
 
 
@@ -103,6 +103,6 @@ if __name__ == "__main__":
   flags.DEFINE_enum("dense_normalization", "log1p",
                     list(schema_lib.NORMALIZATIONS),
                     "Normalization of I1..I13.")
-  csv_to_tfrecord.define_output_flags()
+  records.define_output_flags()
   flags.mark_flag_as_required("input")
   app.run(main)
