@@ -38,6 +38,7 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from rankup_tf import cli
+from rankup_tf import input_pipeline
 from rankup_tf.serving import export as export_lib
 
 Outputs = Dict[str, np.ndarray]
@@ -194,7 +195,7 @@ def main(argv):
   with cli.one_line_errors(RuntimeError):
     if FLAGS.timeout <= 0:
       raise ValueError(f"--timeout must be positive, got {FLAGS.timeout}.")
-    examples = export_lib.read_examples(FLAGS.examples, FLAGS.count)
+    examples = input_pipeline.read_examples(FLAGS.examples, FLAGS.count)
     if FLAGS.signature == "predict_raw":
       if not FLAGS.schema:
         raise ValueError("--signature=predict_raw needs --schema (the "
