@@ -14,6 +14,10 @@ The trainer writes, serving and the benchmarks read:
     <model_dir>/logs/                TensorBoard
     <model_dir>/metrics.json         the evaluations, the best, early stopping
     <model_dir>/summary.json         the finished run's summary
+    <model_dir>/erank.json, .png     the effective-rank trajectory
+                                     (--erank_every_n_steps; named by
+                                     rankup_tf.diagnostics, which writes
+                                     them to any folder)
     <model_dir>/workers/<task>/      non-chief workers' scratch copies
 """
 
