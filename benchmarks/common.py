@@ -23,6 +23,7 @@ import rankup_tf
 import tensorflow as tf
 
 from rankup_tf import models
+from rankup_tf import run_dir
 from rankup_tf.trainer import config as config_lib
 from rankup_tf.trainer import train
 
@@ -215,7 +216,7 @@ def run(config: config_lib.TrainConfig) -> Dict:
   summary = train.run(config)  # --strategy=auto
   # Keep the run's configs, metrics and logs; its checkpoints are not
   # needed by a study and hold the large embedding tables.
-  tf.io.gfile.rmtree(os.path.join(config.model_dir, "checkpoints"))
+  tf.io.gfile.rmtree(os.path.join(config.model_dir, run_dir.CHECKPOINT_DIR))
   tf.keras.backend.clear_session()
   gc.collect()
   return summary

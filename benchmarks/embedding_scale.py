@@ -37,8 +37,9 @@ import rankup_tf
 import tensorflow as tf
 
 from rankup_tf import models
+from rankup_tf import run_dir
 from rankup_tf.trainer import config as config_lib
-from rankup_tf.trainer import train
+from rankup_tf.trainer import optimizers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("scales", ["1", "10", "100"], "Table-size multipliers.")
@@ -141,7 +142,7 @@ def measure(strategy, data_dir, schema, model, run_dir):
       for server in servers:
         server.send_signal(signal.SIGKILL)
     memories = [memory] + [_wait(server) for server in servers]
-  with open(os.path.join(model_dir, "summary.json")) as f:
+  with open(os.path.join(model_dir, run_dir.SUMMARY_FILE)) as f:
     return json.load(f)["train_examples_per_sec"], memories
 
 
@@ -154,7 +155,7 @@ def plain_fit(spec) -> float:
       model_config=models.CONFIGS[spec["model"]]())
   model = models.build_model(spec["model"], schema, config.model_config)
   model.build_from_schema()
-  model.compile(optimizer=train.make_optimizer(config, model))
+  model.compile(optimizer=optimizers.make_optimizer(config, model))
   data = rankup_tf.make_dataset(config.train_files, schema,
                                 FLAGS.global_batch_size, repeat=True)
   epoch_seconds = []

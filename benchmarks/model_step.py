@@ -69,7 +69,7 @@ def _steps(data_dir: str) -> Dict[str, object]:
   import rankup_tf  # pylint: disable=import-outside-toplevel
   from rankup_tf import models  # pylint: disable=import-outside-toplevel
   from rankup_tf.trainer import config as config_lib  # pylint: disable=import-outside-toplevel
-  from rankup_tf.trainer import train  # pylint: disable=import-outside-toplevel
+  from rankup_tf.trainer import optimizers  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   schema = rankup_tf.Schema.load(os.path.join(data_dir, "schema.json"))
   dataset = rankup_tf.make_dataset(
@@ -83,7 +83,7 @@ def _steps(data_dir: str) -> Dict[str, object]:
         model=name, model_config=model_config, global_batch_size=FLAGS.batch)
     model = models.build_model(name, schema, model_config)
     model.build_from_schema()
-    model.compile(optimizer=train.make_optimizer(config, model))
+    model.compile(optimizer=optimizers.make_optimizer(config, model))
     train_function = model.make_train_function()
     iterator = iter(dataset)
     steps[name] = (lambda f=train_function, i=iterator: f(i))

@@ -33,7 +33,6 @@ from absl import app
 from absl import flags
 
 import numpy as np
-import rankup_tf  # noqa: F401  (Keras 2)
 from rankup_tf.layers import backbone
 import tensorflow as tf
 

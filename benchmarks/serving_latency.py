@@ -22,11 +22,10 @@ import numpy as np
 from absl import app
 from absl import flags
 
-import rankup_tf  # noqa: F401  (Keras 2)
 import tensorflow as tf
 
 from rankup_tf import features as features_lib
-from rankup_tf.serving import export as export_lib
+from rankup_tf import input_pipeline
 from rankup_tf.serving import restore
 
 FLAGS = flags.FLAGS
@@ -58,7 +57,7 @@ def main(argv):
   transform = features_lib.FeatureTransform(schema)
   in_memory = tf.function(model.probabilities)
   sizes = [int(b) for b in FLAGS.batch_sizes]
-  examples = export_lib.read_examples(FLAGS.examples, max(sizes))
+  examples = input_pipeline.read_examples(FLAGS.examples, max(sizes))
   print(f"{'batch':>5} {'variant':>16} {'p50 ms':>9} {'p99 ms':>9} "
         f"{'examples/s':>11} {'p50 / in-memory':>16}")
   for size in sizes:

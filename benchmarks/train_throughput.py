@@ -22,6 +22,8 @@ import tempfile
 from absl import app
 from absl import flags
 
+from rankup_tf import run_dir
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "A converter's output folder.")
 flags.DEFINE_integer("train_steps", 120, "Steps per configuration.")
@@ -46,7 +48,7 @@ def measure(devices: int, jit: bool, work_dir: str) -> float:
   result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
   if result.returncode != 0:
     raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-  with open(os.path.join(model_dir, "summary.json")) as f:
+  with open(os.path.join(model_dir, run_dir.SUMMARY_FILE)) as f:
     return json.load(f)["train_examples_per_sec"]
 
 

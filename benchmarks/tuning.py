@@ -62,7 +62,6 @@ import optuna
 from absl import app
 from absl import flags
 
-import rankup_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
 
 from benchmarks import common

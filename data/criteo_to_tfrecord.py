@@ -26,7 +26,6 @@ from typing import Any, Dict, List
 
 from absl import flags
 
-import rankup_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from rankup_tf import cli
 from rankup_tf import schema as schema_lib
 from rankup_tf.data import csv_to_tfrecord
@@ -91,7 +90,7 @@ def main(argv: List[str]) -> None:
   FLAGS = flags.FLAGS
   with cli.one_line_errors():
     schema = criteo_schema(FLAGS.hash_buckets, FLAGS.dense_normalization)
-    csv_to_tfrecord.write_dataset(schema, lambda writer, path, split: convert(
+    records.write_dataset(schema, lambda writer, path, split: convert(
         path, schema, writer, FLAGS.skip_bad_rows, split))
 
 
@@ -103,7 +102,7 @@ def define_flags() -> None:
   flags.DEFINE_enum("dense_normalization", "log1p",
                     list(schema_lib.NORMALIZATIONS),
                     "Normalization of I1..I13.")
-  csv_to_tfrecord.define_output_flags()
+  records.define_output_flags()
   flags.mark_flag_as_required("input")
 
 

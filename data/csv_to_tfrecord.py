@@ -37,7 +37,6 @@ from typing import Tuple
 from absl import flags
 from absl import logging
 
-import rankup_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from rankup_tf import cli
 from rankup_tf import schema as schema_lib
 from rankup_tf.data import records
@@ -329,64 +328,17 @@ def convert_delimited(
 FLAGS = flags.FLAGS
 
 
-def define_output_flags():
-  """Flags every converter shares."""
-  flags.DEFINE_string("output_dir", None, "Where shards, schema.json and "
-                      "stats.json go.")
-  flags.DEFINE_integer("num_shards", 4, "Training TFRecord shards to write.")
-  flags.DEFINE_float("eval_fraction", 0.0, "Fraction of rows written to "
-                     "eval-* shards instead (deterministic by --seed).")
-  flags.DEFINE_string("eval_input", "", "A separate file, in --input's "
-                      "format, converted as the eval split (eval-* shards; "
-                      "e.g. a later time range); not with --eval_fraction.")
-  flags.DEFINE_integer("num_eval_shards", 0, "Eval shards (0: --num_shards).")
-  flags.DEFINE_boolean("gzip", False, "Write GZIP-compressed shards.")
-  flags.DEFINE_integer("seed", 0, "Seed of the train/eval split.")
-  flags.DEFINE_boolean("skip_bad_rows", False, "Skip and count rows that "
-                       "cannot be converted instead of stopping.")
-  flags.mark_flag_as_required("output_dir")
-
-
-def write_dataset(
-    schema: schema_lib.Schema,
-    convert: Callable[[records.DatasetWriter, str, str], Dict[str, Any]]
-) -> None:
-  """Runs `convert(writer, path, split)` on --input (split '': by
-  --eval_fraction) and on --eval_input (split 'eval'; its counts go to
-  stats.json as eval_<count>) into --output_dir, publishes the result and
-  prints the counts; a failure leaves --output_dir as it was."""
-  if FLAGS.eval_input and FLAGS.eval_fraction > 0:
-    raise ValueError("--eval_input and --eval_fraction both choose the eval "
-                     "rows: set one (--eval_fraction=0 with --eval_input).")
-  with records.DatasetWriter(
-      schema, FLAGS.output_dir, FLAGS.num_shards,
-      compression="GZIP" if FLAGS.gzip else "",
-      eval_fraction=FLAGS.eval_fraction,
-      num_eval_shards=FLAGS.num_eval_shards, seed=FLAGS.seed,
-      separate_eval=bool(FLAGS.eval_input)) as writer:
-    counts = convert(writer, FLAGS.input, "")
-    if FLAGS.eval_input:
-      counts.update({f"eval_{k}": v for k, v in
-                     convert(writer, FLAGS.eval_input, "eval").items()})
-    stats = writer.close(counts)
-  split_rows = ", ".join(f"{s}: {stats[s]['rows']} rows"
-                         for s in ("train", "eval") if s in stats)
-  skipped = f"skipped bad rows: {stats.get('skipped_rows', 0)}"
-  if FLAGS.eval_input:
-    skipped += f", of --eval_input: {stats['eval_skipped_rows']}"
-  print(f"Wrote {split_rows} to {FLAGS.output_dir} ({skipped}).")
-
-
 def main(argv: List[str]) -> None:
   del argv
   with cli.one_line_errors():
     schema = schema_lib.Schema.load(FLAGS.schema)
-    write_dataset(schema, lambda writer, path, split: convert_delimited(
-        path, schema, writer,
-        FLAGS.delimiter or ("\t" if path.endswith(".tsv") else ","),
-        multivalent_separator=FLAGS.multivalent_separator,
-        vector_separator=FLAGS.vector_separator,
-        skip_bad_rows=FLAGS.skip_bad_rows, split=split))
+    records.write_dataset(
+        schema, lambda writer, path, split: convert_delimited(
+            path, schema, writer,
+            FLAGS.delimiter or ("\t" if path.endswith(".tsv") else ","),
+            multivalent_separator=FLAGS.multivalent_separator,
+            vector_separator=FLAGS.vector_separator,
+            skip_bad_rows=FLAGS.skip_bad_rows, split=split))
 
 
 def define_flags() -> None:
@@ -400,7 +352,7 @@ def define_flags() -> None:
                       "a multivalent cell.")
   flags.DEFINE_string("vector_separator", " ", "Separates the floats of a "
                       "pretrained-vector cell.")
-  define_output_flags()
+  records.define_output_flags()
   flags.mark_flags_as_required(["input", "schema"])
 
 

@@ -1,5 +1,6 @@
 """What every converter shares: tf.Example encoding, sharded TFRecord
-writing, streaming dataset statistics, and the output layout.
+writing, streaming dataset statistics, the output layout, and the command
+line (`define_output_flags`, `write_dataset`, `progress_bar`).
 
 A converter hands over rows in columnar chunks: `{name: list}`, one entry per
 row, `None` for a missing value, a list for multivalent and pretrained
@@ -24,10 +25,11 @@ import math
 import os
 import re
 import zlib
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
+from absl import flags
 from tensorflow.core.example import example_pb2
 
 from rankup_tf import schema as schema_lib
@@ -424,9 +426,61 @@ def _select(chunk: Chunk, mask: np.ndarray) -> Chunk:
   return {k: [v[i] for i in index] for k, v in chunk.items()}
 
 
+# -- the command line every converter shares ---------------------------------
+FLAGS = flags.FLAGS
+
+
 def progress_bar(total: int, description: str, unit: str = "B"):
   """A progress bar on stderr (tqdm), off when stderr is not a terminal
   (logs and captured output get the result line, not bar redraws)."""
   from tqdm import tqdm
   return tqdm(total=total, unit=unit, unit_scale=True, desc=description,
               mininterval=1.0, dynamic_ncols=True, disable=None)
+
+
+def define_output_flags():
+  """Flags every converter shares."""
+  flags.DEFINE_string("output_dir", None, "Where shards, schema.json and "
+                      "stats.json go.")
+  flags.DEFINE_integer("num_shards", 4, "Training TFRecord shards to write.")
+  flags.DEFINE_float("eval_fraction", 0.0, "Fraction of rows written to "
+                     "eval-* shards instead (deterministic by --seed).")
+  flags.DEFINE_string("eval_input", "", "A separate file, in --input's "
+                      "format, converted as the eval split (eval-* shards; "
+                      "e.g. a later time range); not with --eval_fraction.")
+  flags.DEFINE_integer("num_eval_shards", 0, "Eval shards (0: --num_shards).")
+  flags.DEFINE_boolean("gzip", False, "Write GZIP-compressed shards.")
+  flags.DEFINE_integer("seed", 0, "Seed of the train/eval split.")
+  flags.DEFINE_boolean("skip_bad_rows", False, "Skip and count rows that "
+                       "cannot be converted instead of stopping.")
+  flags.mark_flag_as_required("output_dir")
+
+
+def write_dataset(
+    schema: schema_lib.Schema,
+    convert: Callable[[DatasetWriter, str, str], Dict[str, Any]]
+) -> None:
+  """Runs `convert(writer, path, split)` on --input (split '': by
+  --eval_fraction) and on --eval_input (split 'eval'; its counts go to
+  stats.json as eval_<count>) into --output_dir, publishes the result and
+  prints the counts; a failure leaves --output_dir as it was."""
+  if FLAGS.eval_input and FLAGS.eval_fraction > 0:
+    raise ValueError("--eval_input and --eval_fraction both choose the eval "
+                     "rows: set one (--eval_fraction=0 with --eval_input).")
+  with DatasetWriter(
+      schema, FLAGS.output_dir, FLAGS.num_shards,
+      compression="GZIP" if FLAGS.gzip else "",
+      eval_fraction=FLAGS.eval_fraction,
+      num_eval_shards=FLAGS.num_eval_shards, seed=FLAGS.seed,
+      separate_eval=bool(FLAGS.eval_input)) as writer:
+    counts = convert(writer, FLAGS.input, "")
+    if FLAGS.eval_input:
+      counts.update({f"eval_{k}": v for k, v in
+                     convert(writer, FLAGS.eval_input, "eval").items()})
+    stats = writer.close(counts)
+  split_rows = ", ".join(f"{s}: {stats[s]['rows']} rows"
+                         for s in ("train", "eval") if s in stats)
+  skipped = f"skipped bad rows: {stats.get('skipped_rows', 0)}"
+  if FLAGS.eval_input:
+    skipped += f", of --eval_input: {stats['eval_skipped_rows']}"
+  print(f"Wrote {split_rows} to {FLAGS.output_dir} ({skipped}).")

@@ -74,7 +74,6 @@ from typing import Dict, List
 import numpy as np
 from absl import flags
 
-import rankup_tf  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from rankup_tf import cli
 from rankup_tf import schema as schema_lib
 from rankup_tf.data import records

@@ -20,6 +20,9 @@ Bad input raises instead of disappearing:
 
 With `bad_records=BadRecordCounter()` bad records are skipped instead, and
 counted; the unreadable tail of a corrupt file is counted in files and bytes.
+
+`read_examples` reads the first serialized records as they are (warmup
+requests, export checks, clients).
 """
 
 import struct
@@ -84,6 +87,28 @@ def list_files(file_pattern: Union[str, Sequence[str]]) -> List[str]:
 def compression(path: str) -> str:
   """The TFRecord compression of a file, from its name (.gz/.gzip: GZIP)."""
   return "GZIP" if path.endswith(_GZIP_SUFFIXES) else ""
+
+
+def read_examples(file_pattern: str, count: int) -> List[bytes]:
+  """The first `count` serialized records of the files matching a glob.
+
+  Raises:
+    ValueError: count < 1, or the files hold no record.
+    FileNotFoundError: no file matches.
+  """
+  if count < 1:
+    raise ValueError(f"the example count must be at least 1, got {count}.")
+  files = list_files(file_pattern)
+  records = []
+  for path in files:
+    for record in tf.data.TFRecordDataset(
+        path, compression(path)).take(count - len(records)):
+      records.append(record.numpy())
+    if len(records) >= count:
+      break
+  if not records:
+    raise ValueError(f"{file_pattern} holds no TFRecord.")
+  return records
 
 
 def _expected_bytes(path: str) -> int:

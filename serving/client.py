@@ -31,12 +31,14 @@ import grpc
 import numpy as np
 from absl import flags
 
-import rankup_tf  # noqa: F401  (Keras 2)
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from rankup_tf import cli
+from rankup_tf import features
+from rankup_tf import input_pipeline
+from rankup_tf import schema as schema_lib
 from rankup_tf.serving import export as export_lib
 
 Outputs = Dict[str, np.ndarray]
@@ -193,13 +195,13 @@ def main(argv):
   with cli.one_line_errors(RuntimeError):
     if FLAGS.timeout <= 0:
       raise ValueError(f"--timeout must be positive, got {FLAGS.timeout}.")
-    examples = export_lib.read_examples(FLAGS.examples, FLAGS.count)
+    examples = input_pipeline.read_examples(FLAGS.examples, FLAGS.count)
     if FLAGS.signature == "predict_raw":
       if not FLAGS.schema:
         raise ValueError("--signature=predict_raw needs --schema (the "
                          "export's assets.extra/schema.json).")
-      schema = rankup_tf.Schema.load(FLAGS.schema)
-      raw = {k: v.numpy() for k, v in rankup_tf.features.padded_raw_features(
+      schema = schema_lib.Schema.load(FLAGS.schema)
+      raw = {k: v.numpy() for k, v in features.padded_raw_features(
           schema, tf.constant(examples)).items()}
     if FLAGS.rest:
       client = RestClient(FLAGS.rest, FLAGS.model_name, FLAGS.timeout)

@@ -37,7 +37,6 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from absl import flags
 
-import rankup_tf  # noqa: F401  (Keras 2)
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.apis import predict_pb2
@@ -45,11 +44,15 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from rankup_tf import cli
 from rankup_tf import features as features_lib
+from rankup_tf import input_pipeline
 from rankup_tf import schema as schema_lib
 from rankup_tf.serving import op_check
 from rankup_tf.serving import restore
 
+# The export's assets.extra: warmup requests TF Serving replays on load,
+# and the schema that tells clients the raw inputs.
 WARMUP_FILE = "tf_serving_warmup_requests"
+SCHEMA_FILE = "schema.json"
 SIGNATURES = ("serving_default", "predict_raw")
 EXAMPLES_INPUT = "examples"
 # A DNS-1123 label short enough for "<name>-serving" to stay one.
@@ -178,7 +181,7 @@ def export_saved_model(model: tf.keras.Model, schema: schema_lib.Schema,
         "predict_raw": module.serve_raw.get_concrete_function()})
     extra = os.path.join(temporary, "assets.extra")
     tf.io.gfile.makedirs(extra)
-    schema.save(os.path.join(extra, restore.SCHEMA_FILE))
+    schema.save(os.path.join(extra, SCHEMA_FILE))
     with tf.io.TFRecordWriter(os.path.join(extra, WARMUP_FILE)) as writer:
       for log in warmup_requests(schema, model_name, warmup_examples):
         writer.write(log.SerializeToString())
@@ -193,37 +196,14 @@ def export_saved_model(model: tf.keras.Model, schema: schema_lib.Schema,
   return final
 
 
-def read_examples(file_pattern: str, count: int) -> List[bytes]:
-  """The first `count` serialized records of the files matching a glob.
-
-  Raises:
-    ValueError: count < 1, or the files hold no record.
-    FileNotFoundError: no file matches.
-  """
-  if count < 1:
-    raise ValueError(f"the example count must be at least 1, got {count}.")
-  files = rankup_tf.input_pipeline.list_files(file_pattern)
-  records = []
-  for path in files:
-    for record in tf.data.TFRecordDataset(
-        path, rankup_tf.input_pipeline.compression(path)).take(
-        count - len(records)):
-      records.append(record.numpy())
-    if len(records) >= count:
-      break
-  if not records:
-    raise ValueError(f"{file_pattern} holds no TFRecord.")
-  return records
-
-
 def main(argv):
   del argv
   FLAGS = flags.FLAGS
   with cli.one_line_errors(op_check.NonCoreOpError):
     model, schema = restore.model_from_model_dir(FLAGS.model_dir)
+    examples = input_pipeline.read_examples(FLAGS.examples, FLAGS.num_warmup)
     path = export_saved_model(model, schema, FLAGS.export_base,
-                              FLAGS.model_name,
-                              read_examples(FLAGS.examples, FLAGS.num_warmup))
+                              FLAGS.model_name, examples)
   print(path)
 
 

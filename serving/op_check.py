@@ -15,7 +15,6 @@ from typing import Dict, List, Set
 
 from absl import flags
 
-import rankup_tf  # noqa: F401  (Keras 2)
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import kernels

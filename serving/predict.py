@@ -17,10 +17,10 @@ import os
 import numpy as np
 from absl import flags
 
-import rankup_tf  # noqa: F401  (Keras 2)
 import tensorflow as tf
 
 from rankup_tf import cli
+from rankup_tf import input_pipeline
 from rankup_tf.serving import export as export_lib
 
 
@@ -52,7 +52,7 @@ def main(argv):
   with cli.one_line_errors():
     export_dir = latest_version(os.path.join(
         FLAGS.export_base, export_lib.check_model_name(FLAGS.model_name)))
-    examples = export_lib.read_examples(FLAGS.examples, FLAGS.count)
+    examples = input_pipeline.read_examples(FLAGS.examples, FLAGS.count)
     outputs = predict(export_dir, examples)
   print(f"{export_dir} answered {len(examples)} examples:")
   for i in range(len(examples)):

@@ -27,13 +27,14 @@ from typing import Dict, List
 
 from absl import flags
 
-import rankup_tf  # noqa: F401  (Keras 2)
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from rankup_tf import cli
 from rankup_tf import features as features_lib
+from rankup_tf import input_pipeline
+from rankup_tf import schema as schema_lib
 from rankup_tf.serving import export as export_lib
 from rankup_tf.serving import op_check
 from rankup_tf.serving import restore
@@ -105,13 +106,13 @@ def validate(export_dir: str, examples_pattern: str, model_dir: str = "",
   report["signatures"] = listed
 
   loaded = tf.saved_model.load(export_dir)
-  examples = export_lib.read_examples(examples_pattern, num_examples)
+  examples = input_pipeline.read_examples(examples_pattern, num_examples)
   serialized = tf.constant(examples)
   from_examples = _signature_outputs(
       loaded.signatures["serving_default"],
       {export_lib.EXAMPLES_INPUT: serialized})
-  schema = rankup_tf.Schema.load(os.path.join(
-      export_dir, "assets.extra", restore.SCHEMA_FILE))
+  schema = schema_lib.Schema.load(os.path.join(
+      export_dir, "assets.extra", export_lib.SCHEMA_FILE))
   from_raw = _signature_outputs(
       loaded.signatures["predict_raw"],
       features_lib.padded_raw_features(schema, serialized))

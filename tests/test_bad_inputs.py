@@ -12,6 +12,7 @@ import tensorflow as tf
 import rankup_tf
 from rankup_tf import cli
 from rankup_tf import features as features_lib
+from rankup_tf import input_pipeline
 from rankup_tf import schema as schema_lib
 from rankup_tf.data import criteo_to_tfrecord
 from rankup_tf.data import csv_to_tfrecord
@@ -310,7 +311,7 @@ def _count(count):
     del data
     path = tfexamples.write_records(str(tmp / "in.tfrecord"), [
         tfexamples.example(tfexamples.all_kinds_row(i)) for i in range(3)])
-    return len(export_lib.read_examples(path, count))
+    return len(input_pipeline.read_examples(path, count))
   return run
 
 

@@ -208,7 +208,7 @@ def test_the_cli_helps_trains_from_a_flagfile_and_its_config_reloads(
       [sys.executable, "-m", "trainer.train", f"--flagfile={flagfile}"],
       cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
   assert trained.returncode == 0, trained.stderr[-3000:]
-  saved = f"{tmp_path}/run/{config_lib.CONFIG_FILE}"
+  saved = f"{tmp_path}/run/train_config.json"
   assert _config(f"--config_file={saved}") == _config(*args)
   bad = subprocess.run(
       [sys.executable, "-m", "trainer.train", f"--flagfile={flagfile}",

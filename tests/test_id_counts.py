@@ -11,6 +11,7 @@ import tensorflow as tf
 import rankup_tf
 from rankup_tf import features as features_lib
 from rankup_tf import id_counts
+from rankup_tf import input_pipeline
 from rankup_tf import models
 from rankup_tf import schema as schema_lib
 from rankup_tf.serving import export as export_lib
@@ -162,7 +163,7 @@ def test_export_maps_rare_and_unseen_values_to_one_row(data, tmp_path):
   model.build_from_schema()
   path = export_lib.export_saved_model(
       model, schema, str(tmp_path / "export"), "m",
-      export_lib.read_examples(data, 2))
+      input_pipeline.read_examples(data, 2))
   serve = tf.saved_model.load(path).signatures["serving_default"]
   rows = [dict(tfexamples.all_kinds_row(0), s_hash=v)
           for v in ("s0", "s9", "never")]

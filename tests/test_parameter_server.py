@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from rankup_tf import features as features_lib
+from rankup_tf import input_pipeline
 from rankup_tf.serving import export as export_lib
 from rankup_tf.serving import restore
 from tests.conftest import REPO
@@ -100,7 +101,7 @@ def test_local_cluster_trains_shards_tables_survives_a_worker_and_exports(
   for name, parts in shards.items():
     assert final.embedding.tables[name].shape == (
         sum(p[0] for p in parts), parts[0][1]), (name, parts)
-  serialized = export_lib.read_examples(f"{data_dir}/eval-*", 16)
+  serialized = input_pipeline.read_examples(f"{data_dir}/eval-*", 16)
   exported = tf.saved_model.load(str(export_dir / "rankup" / "1"))
   served = exported.signatures["serving_default"](
       **{export_lib.EXAMPLES_INPUT: tf.constant(serialized)})
@@ -120,7 +121,7 @@ import rankup_tf  # Keras 2 before TensorFlow
 import numpy as np
 import tensorflow as tf
 from rankup_tf.trainer import strategy as strategy_lib
-from rankup_tf import models, schema as schema_lib
+from rankup_tf import run_dir
 from rankup_tf.serving import restore
 
 model_dir, ports = sys.argv[1], json.loads(sys.argv[2])
@@ -133,13 +134,10 @@ servers = [tf.distribute.Server(tf.train.ClusterSpec(cluster), job_name=job,
 os.environ["TF_CONFIG"] = json.dumps({"cluster": cluster,
                                       "task": {"type": "chief", "index": 0}})
 strategy = strategy_lib.make_strategy("parameter_server", 1024, 0)
-config = json.load(open(os.path.join(model_dir, "train_config.json")))
-schema = schema_lib.Schema.load(os.path.join(model_dir, "schema.json"))
 with strategy.scope():
-  model = models.build_model(config["model"], schema, models.CONFIGS[
-      config["model"]].from_dict(config["model_config"]))
-  model.build_from_schema()
-latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+  model, _ = run_dir.build_model(model_dir)
+latest = tf.train.latest_checkpoint(os.path.join(model_dir,
+                                                 run_dir.CHECKPOINT_DIR))
 tf.train.Checkpoint(model=model).restore(latest).expect_partial()
 plain, _ = restore.model_from_model_dir(model_dir)
 result = {}

@@ -19,12 +19,13 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 import rankup_tf
 from rankup_tf import features as features_lib
+from rankup_tf import input_pipeline
 from rankup_tf import models
+from rankup_tf import run_dir
 from rankup_tf.serving import client as client_lib
 from rankup_tf.serving import config as serving_config
 from rankup_tf.serving import export as export_lib
 from rankup_tf.serving import op_check
-from rankup_tf.serving import restore
 from rankup_tf.trainer import config as train_config
 from tests import serving_double
 from tests import tfexamples
@@ -56,10 +57,10 @@ def trained(tmp_path_factory):
   train_config.TrainConfig(train_files=data, schema="unused",
                            model_dir=model_dir,
                            model_config=MODEL_CONFIG).save()
-  schema.save(os.path.join(model_dir, restore.SCHEMA_FILE))
+  schema.save(os.path.join(model_dir, run_dir.SCHEMA_FILE))
   tf.train.Checkpoint(model=model).save(
-      os.path.join(model_dir, restore.CHECKPOINT_DIR, "ckpt"))
-  examples = export_lib.read_examples(data, 64)
+      os.path.join(model_dir, run_dir.CHECKPOINT_DIR, "ckpt"))
+  examples = input_pipeline.read_examples(data, 64)
   return {"model": model, "schema": schema, "data": data,
           "model_dir": model_dir, "examples": examples, "root": root}
 

@@ -18,10 +18,12 @@ import pytest
 import tensorflow as tf
 
 import rankup_tf
+from rankup_tf import input_pipeline
 from rankup_tf import models
 from rankup_tf.data import synthetic
 from rankup_tf.trainer import config as config_lib
 from rankup_tf.trainer import flags as flags_lib
+from rankup_tf.trainer import optimizers
 from rankup_tf.trainer import train
 from tests import tfexamples
 from tests.conftest import REPO
@@ -102,7 +104,7 @@ def _weights_after(strategy, data_dir, steps, batch):
   with strategy.scope():
     model = models.build_model("rankup", schema, config.model_config)
     model.build_from_schema()
-    model.compile(optimizer=train.make_optimizer(config, model))
+    model.compile(optimizer=optimizers.make_optimizer(config, model))
   data = strategy.distribute_datasets_from_function(
       lambda ctx: rankup_tf.make_dataset(
           f"{data_dir}/train-00000-*", schema,
@@ -397,7 +399,7 @@ def test_early_stopping_stops_and_export_best_exports_the_best_step(
   assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")
                                     ).endswith("ckpt-8")
 
-  examples = export_lib.read_examples(f"{data_dir}/eval-*", 64)
+  examples = input_pipeline.read_examples(f"{data_dir}/eval-*", 64)
   loaded = tf.saved_model.load(str(tmp_path / "export" / "rankup" / "1"))
   exported = loaded.signatures["serving_default"](
       **{export_lib.EXAMPLES_INPUT: tf.constant(examples)})

@@ -18,10 +18,10 @@ import tensorflow as tf
 import yaml
 
 from rankup_tf import models
-from rankup_tf.models import configs as model_configs
+from rankup_tf import run_dir
 from rankup_tf import schema as schema_lib
+from rankup_tf.models import configs as model_configs
 from rankup_tf.serving import export as export_lib
-from rankup_tf.serving import restore
 from rankup_tf.trainer import checks
 from rankup_tf.trainer import evaluation
 
@@ -30,7 +30,6 @@ STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device",
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 DENSE_OPTIMIZERS = ("adam", "rmsprop", "adagrad")
 SPARSE_OPTIMIZERS = ("adagrad", "sgd")
-CONFIG_FILE = restore.CONFIG_FILE
 
 _field = model_configs.config_field
 
@@ -231,7 +230,7 @@ class TrainConfig:
     return cls(**values)
 
   def save(self, path: Optional[str] = None) -> str:
-    path = path or os.path.join(self.model_dir, CONFIG_FILE)
+    path = path or os.path.join(self.model_dir, run_dir.CONFIG_FILE)
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.gfile.GFile(path, "w") as f:
       f.write(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")

@@ -11,10 +11,9 @@ import tensorflow as tf
 
 import rankup_tf
 from rankup_tf import metrics as metrics_lib
+from rankup_tf import run_dir
 from rankup_tf import schema as schema_lib
 
-METRICS_FILE = "metrics.json"
-BEST_DIR = "best"
 # The metrics a best evaluation can be chosen by, and whether larger is
 # better.
 SELECTABLE_METRICS = {"auc": True, "gauc": True, "logloss": False}
@@ -136,7 +135,7 @@ class BestCheckpoints:
   """
 
   def __init__(self, model, model_dir: str, backup_every_n_steps: int):
-    self.directory = os.path.join(model_dir, BEST_DIR)
+    self.directory = os.path.join(model_dir, run_dir.BEST_DIR)
     self.backup_every_n_steps = backup_every_n_steps
     self._checkpoint = tf.train.Checkpoint(model=model)
 
@@ -180,7 +179,7 @@ def _nan_for_none(result: Dict) -> Dict:
 def early_stopped_step(model_dir: str) -> Optional[int]:
   """The step at which early stopping ended the run in model_dir, if its
   metrics.json says it did."""
-  path = os.path.join(model_dir, METRICS_FILE)
+  path = os.path.join(model_dir, run_dir.METRICS_FILE)
   if not tf.io.gfile.exists(path):
     return None
   with tf.io.gfile.GFile(path) as f:
@@ -220,7 +219,7 @@ class Evaluator:
     `step` from metrics.json (a run resumed from its step-`step` backup,
     or a finished one); later ones were of steps trained again now. At
     step 0 it starts afresh. Best checkpoints other than the best's go."""
-    path = os.path.join(self.model_dir, METRICS_FILE)
+    path = os.path.join(self.model_dir, run_dir.METRICS_FILE)
     self.history = []
     if step and tf.io.gfile.exists(path):
       with tf.io.gfile.GFile(path) as f:
@@ -242,7 +241,7 @@ class Evaluator:
     if self.best is not None:
       values.update(self.best.to_dict())
     values.update(self.fields)
-    path = os.path.join(self.model_dir, METRICS_FILE)
+    path = os.path.join(self.model_dir, run_dir.METRICS_FILE)
     with tf.io.gfile.GFile(path + ".tmp", "w") as f:
       json.dump(finite_or_none(values), f, indent=2, allow_nan=False)
     tf.io.gfile.rename(path + ".tmp", path, overwrite=True)

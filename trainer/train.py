@@ -38,13 +38,13 @@ from typing import Dict, Optional, Tuple
 
 import rankup_tf
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 
 from rankup_tf import cli
 from rankup_tf import diagnostics
 from rankup_tf import id_counts
 from rankup_tf import input_pipeline
 from rankup_tf import models
+from rankup_tf import run_dir
 from rankup_tf import schema as schema_lib
 from rankup_tf.serving import export as export_lib
 from rankup_tf.serving import restore
@@ -53,61 +53,12 @@ from rankup_tf.trainer import checks
 from rankup_tf.trainer import config as config_lib
 from rankup_tf.trainer import evaluation
 from rankup_tf.trainer import flags as flags_lib
+from rankup_tf.trainer import optimizers
 from rankup_tf.trainer import strategy as strategy_lib
 
 
 class TrainingError(RuntimeError):
   """A run that cannot go on; the message says why."""
-
-
-def _optimizer(kind: str, learning_rate: float):
-  legacy = tf.keras.optimizers.legacy
-  return {"adam": legacy.Adam, "rmsprop": legacy.RMSprop,
-          "adagrad": legacy.Adagrad, "sgd": legacy.SGD}[kind](learning_rate)
-
-
-class _CompositeOptimizer(tfrs.experimental.optimizers.CompositeOptimizer):
-  """tfrs' CompositeOptimizer whose apply_gradients returns the update op.
-
-  Keras' LossScaleOptimizer (mixed_float16) puts apply_gradients in a
-  tf.cond, whose branches must both return an op; the tfrs version
-  returns None.
-  """
-
-  def apply_gradients(self, grads_and_vars, name=None,
-                      experimental_aggregate_gradients=True):
-    owner = {v.ref(): optimizer for optimizer, variables in
-             self._optimizers_and_vars for v in variables()}
-    groups = {}
-    for gradient, variable in grads_and_vars:
-      if variable.ref() not in owner:
-        raise ValueError(f"Variable {variable.name} is not handled by any "
-                         "optimizer.")
-      groups.setdefault(owner[variable.ref()], []).append(
-          (gradient, variable))
-    updates = [
-        optimizer.apply_gradients(
-            pairs, name=name,
-            experimental_aggregate_gradients=experimental_aggregate_gradients)
-        for optimizer, pairs in groups.items()]
-    replica = tf.distribute.get_replica_context()
-    if replica is None:
-      return tf.group(*updates)
-    # One op shared by every replica, as each optimizer's own update is.
-    return replica.merge_call(lambda _, *ops: tf.group(*ops), args=updates)
-
-
-def make_optimizer(config: config_lib.TrainConfig, model):
-  """The sparse optimizer on embedding tables, the dense one on the rest."""
-  optimizer = _CompositeOptimizer([
-      (_optimizer(config.sparse_optimizer, config.sparse_learning_rate),
-       lambda: model.embedding_variables),
-      (_optimizer(config.dense_optimizer, config.dense_learning_rate),
-       lambda: model.dense_variables),
-  ])
-  if config.precision == "mixed_float16":
-    optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
-  return optimizer
 
 
 def _steps_per_data_epoch(config: config_lib.TrainConfig) -> int:
@@ -186,7 +137,7 @@ def _write_run_files(config: config_lib.TrainConfig,
                      schema: schema_lib.Schema) -> None:
   tf.io.gfile.makedirs(config.model_dir)
   config.save()
-  schema.save(os.path.join(config.model_dir, restore.SCHEMA_FILE))
+  schema.save(os.path.join(config.model_dir, run_dir.SCHEMA_FILE))
 
 
 def _validate_export(path: str, config: config_lib.TrainConfig,
@@ -337,13 +288,14 @@ def run(config: config_lib.TrainConfig,
     _write_run_files(config, schema)
   # Non-chief workers write their (required) copies to scratch folders.
   work_dir = (config.model_dir if chief else os.path.join(
-      config.model_dir, "workers", strategy_lib.task_name(strategy)))
+      config.model_dir, run_dir.WORKERS_DIR,
+      strategy_lib.task_name(strategy)))
   with _precision(config.precision), strategy.scope():
     model = models.build_model(config.model, schema, config.model_config)
     model.build_from_schema()
     if config.jit_compile:
       model.use_xla()
-    model.compile(optimizer=make_optimizer(config, model))
+    model.compile(optimizer=optimizers.make_optimizer(config, model))
 
   bad_records = (input_pipeline.BadRecordCounter()
                  if config.skip_bad_records else None)
@@ -354,8 +306,8 @@ def run(config: config_lib.TrainConfig,
         repeat=True, input_context=context, seed=config.seed,
         bad_records=bad_records)
 
-  checkpoint_dir = os.path.join(work_dir, restore.CHECKPOINT_DIR)
-  backup_dir = os.path.join(config.model_dir, "backup")
+  checkpoint_dir = os.path.join(work_dir, run_dir.CHECKPOINT_DIR)
+  backup_dir = os.path.join(config.model_dir, run_dir.BACKUP_DIR)
   callbacks, throughput = callbacks_lib.fault_tolerance(
       backup_dir, checkpoint_dir, config.checkpoint_every_n_steps,
       config.keep_checkpoints, config.global_batch_size,
@@ -369,7 +321,7 @@ def run(config: config_lib.TrainConfig,
     epoch_steps = plan["loop"]
   evaluator = None
   if chief:
-    log_dir = os.path.join(config.model_dir, "logs")
+    log_dir = os.path.join(config.model_dir, run_dir.LOG_DIR)
     callbacks.append(tf.keras.callbacks.TensorBoard(log_dir,
                                                     update_freq=100))
     if config.eval_files:
@@ -443,7 +395,8 @@ def run(config: config_lib.TrainConfig,
     # Validated in a fresh process before it gets its version number.
     export_path = export_lib.export_saved_model(
         final_model, schema, config.export_dir, config.model_name,
-        export_lib.read_examples(config.eval_files or config.train_files, 8),
+        input_pipeline.read_examples(config.eval_files or config.train_files,
+                                     8),
         validate=lambda path: _validate_export(path, config, checkpoint))
   if evaluator is not None:
     evaluator.fields["exported_step"] = exported_step if export_path else None
@@ -452,7 +405,7 @@ def run(config: config_lib.TrainConfig,
                      wall, eval_result, export_path)
   summary["exported_step"] = exported_step if export_path else None
   summary["embedding_shards"] = _shard_layout(model)
-  with tf.io.gfile.GFile(os.path.join(config.model_dir, "summary.json"),
+  with tf.io.gfile.GFile(os.path.join(config.model_dir, run_dir.SUMMARY_FILE),
                          "w") as f:
     json.dump(evaluation.finite_or_none(summary), f, indent=2,
               allow_nan=False)

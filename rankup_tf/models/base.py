@@ -1,38 +1,15 @@
 """What every ranking model shares: losses, metrics, steps and reports."""
 
-import contextlib
-import os
-import sys
 from typing import Dict, Optional
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
-from tensorflow.python.framework import convert_to_constants
 
 from rankup_tf import features as features_lib
+from rankup_tf import profiler
 from rankup_tf import schema as schema_lib
 from rankup_tf.layers import embedding as embedding_lib
 from rankup_tf.models import configs
-
-
-@contextlib.contextmanager
-def _quiet_stdio():
-  """Silences file descriptors 1 and 2 (C++ and Python prints) for a while."""
-  sys.stdout.flush()
-  sys.stderr.flush()
-  saved = [os.dup(1), os.dup(2)]
-  with open(os.devnull, "w") as null:
-    os.dup2(null.fileno(), 1)
-    os.dup2(null.fileno(), 2)
-    try:
-      yield
-    finally:
-      sys.stdout.flush()
-      sys.stderr.flush()
-      os.dup2(saved[0], 1)
-      os.dup2(saved[1], 2)
-      for fd in saved:
-        os.close(fd)
 
 
 class RankingModel(tfrs.Model):
@@ -243,16 +220,8 @@ class RankingModel(tfrs.Model):
     # inside an XLA cluster.
     function = tf.function(lambda views, dense: self.interact(
         views, dense, training=False))
-    concrete = function.get_concrete_function(
-        views, self.dense_inputs(placeholder))
-    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-    options["output"] = "none"
-    with _quiet_stdio():  # the v1 profiler prints warnings we cannot act on
-      frozen = convert_to_constants.convert_variables_to_constants_v2(
-          concrete)
-      profile = tf.compat.v1.profiler.profile(graph=frozen.graph,
-                                              options=options)
-    return int(profile.total_float_ops)
+    return profiler.float_ops(function.get_concrete_function(
+        views, self.dense_inputs(placeholder)))
 
   def get_config(self):
     return {"schema": self.schema.to_dict(), "config": self.config.to_dict()}
