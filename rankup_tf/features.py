@@ -80,6 +80,11 @@ class FeatureTransform(tf.Module):
     self.schema = schema
     self._vocab_tables = {}
     self._frequent_tables = {}
+    # Hand-built tables, not tf.keras.layers.StringLookup/IntegerLookup:
+    # those take a vocabulary that starts with their OOV token ("[UNK]", -1)
+    # as OOV and shift every later index by one, and they wrap the same
+    # StaticHashTable (same ops, speed within noise on a 4096-row batch,
+    # 12 KB more saved_model.pb).
     for f in schema.sparse_features:
       if f.vocabulary is not None:
         keys = tf.constant(list(f.vocabulary), dtype=tf_dtype(f.dtype))

@@ -83,6 +83,25 @@ def test_values_follow_the_schema(schema, good_files):
                                 [r["click"] for r in rows])
 
 
+@pytest.mark.parametrize("dtype,vocabulary,other", [
+    ("string", ["[UNK]", "", "a"], "b"), ("int64", [-1, 0, 5], 6)])
+def test_keras_lookup_tokens_are_plain_vocabulary_values(dtype, vocabulary,
+                                                         other):
+  """Values the Keras lookup layers reserve ("[UNK]", -1 first) map like
+  any: first_value_id + index, anything else OOV_ID."""
+  schema = schema_lib.Schema.from_dict({
+      "sparse_features": [{"name": "v", "dtype": dtype,
+                           "vocabulary": vocabulary}],
+      "tasks": [{"name": "click"}]})
+  transform = rankup_tf.features.FeatureTransform(schema)
+  values = tf.constant([[v] for v in vocabulary + [other]],
+                       dtype=tf.string if dtype == "string" else tf.int64)
+  raw = {"v": tf.RaggedTensor.from_tensor(values).with_row_splits_dtype(
+      tf.int64)}
+  ids, _ = transform.transform(raw, None, with_labels=False)
+  assert ids["v"].numpy().tolist() == [2, 3, 4, schema_lib.OOV_ID]
+
+
 def test_missing_single_value_maps_to_missing_id(schema, tmp_path):
   row = tfexamples.all_kinds_row(1)
   del row["s_hash"]

@@ -330,6 +330,35 @@ def test_a_nan_step_never_reaches_a_backup_or_checkpoint(tmp_path):
       "model/optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE") == 2
 
 
+
+@pytest.mark.parametrize("per_epoch", [False, True])
+def test_kept_checkpoints_fall_on_every_n_steps_and_the_last(tmp_path,
+                                                            per_epoch):
+  """Every 4th step and the final one, counted across resumes; keep 3. A
+  resume at a multiple of 4 whose checkpoint a kill prevented writes it."""
+  from rankup_tf.trainer import callbacks as callbacks_lib
+  kept = (callbacks_lib.EpochKeptCheckpoints if per_epoch
+          else callbacks_lib.KeptCheckpoints)
+  model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(2,))])
+  model.compile(tf.keras.optimizers.legacy.SGD(0.1), loss="mse")
+  data = tf.data.Dataset.from_tensor_slices(
+      (np.ones([2, 2], np.float32), np.ones([2, 1]))).batch(1).repeat()
+
+  def fit(steps, directory):
+    # Per epoch: Keras epochs of 2 steps, which divide every 4 steps.
+    model.fit(data, epochs=steps // 2 if per_epoch else 1,
+              steps_per_epoch=2 if per_epoch else steps,
+              callbacks=[kept(str(directory), 4, keep=3)], verbose=0)
+    state = tf.train.get_checkpoint_state(str(directory))
+    return [int(p.rsplit("-", 1)[1])
+            for p in state.all_model_checkpoint_paths]
+
+  assert fit(6, tmp_path / "run") == [4, 6]
+  assert fit(6, tmp_path / "run") == [6, 8, 12]
+  assert fit(4, tmp_path / "run") == [8, 12, 16]
+  assert fit(2, tmp_path / "killed") == [16, 18]
+
+
 def test_rerun_of_a_finished_run_exports_without_training_again(
     data_dir, tmp_path, capsys):
   config = config_lib.TrainConfig(

@@ -2,6 +2,7 @@
 and early stopping."""
 
 import math
+import os
 import time
 from typing import List, Tuple
 
@@ -116,9 +117,10 @@ class EpochNaNGuard(NaNGuard):
 
 
 class KeptCheckpoints(tf.keras.callbacks.Callback):
-  """tf.train.CheckpointManager saves every N steps and at the end, keeping
-  the newest `keep`. Every worker must save (the save is collective); only
-  the chief's `directory` is the real one."""
+  """tf.train.CheckpointManager saves every N steps (its
+  `checkpoint_interval`) and at the end, keeping the newest `keep`. Every
+  worker must save (the save is collective); only the chief's `directory`
+  is the real one."""
 
   def __init__(self, directory: str, every_n_steps: int, keep: int):
     super().__init__()
@@ -130,21 +132,33 @@ class KeptCheckpoints(tf.keras.callbacks.Callback):
   def on_train_begin(self, logs=None):
     checkpoint = tf.train.Checkpoint(model=self.model,
                                      optimizer=self.model.optimizer)
-    self.manager = tf.train.CheckpointManager(checkpoint, self.directory,
-                                              max_to_keep=self.keep)
+    step = _step(self.model)
+    # A run resumed at a multiple s of N from a backup whose kept checkpoint
+    # a kill prevented: the manager counts s as saved, so save it now.
+    missed = (step > 0 and step % self.every_n_steps == 0
+              and tf.train.latest_checkpoint(self.directory)
+              != os.path.join(self.directory, f"ckpt-{step}"))
+    # The interval counts from the last multiple of N, so the saves fall on
+    # multiples of N after a resume too.
+    self.manager = tf.train.CheckpointManager(
+        checkpoint, self.directory, max_to_keep=self.keep,
+        step_counter=self.model.optimizer.iterations,
+        checkpoint_interval=self.every_n_steps,
+        last_checkpoint_step=(None if missed
+                              else step - step % self.every_n_steps))
+    if missed:
+      self.manager.save(checkpoint_number=step)
 
   def on_train_batch_end(self, batch, logs=None):
     self._save_on_schedule()
 
   def _save_on_schedule(self):
-    step = _step(self.model)
-    if step % self.every_n_steps == 0:
-      self.manager.save(checkpoint_number=step)
+    self.manager.save(checkpoint_number=_step(self.model))
 
   def on_train_end(self, logs=None):
-    step = _step(self.model)
-    if self.manager.latest_checkpoint != f"{self.manager._prefix}-{step}":  # pylint: disable=protected-access
-      self.manager.save(checkpoint_number=step)
+    # The final step, unless the schedule saved it already.
+    self.manager.save(checkpoint_number=_step(self.model),
+                      check_interval=False)
 
 
 class EpochKeptCheckpoints(KeptCheckpoints):

@@ -52,7 +52,7 @@ class RankingModel(tfrs.Model):
     self.tasks = {
         t: tfrs.tasks.Ranking(
             loss=tf.keras.losses.BinaryCrossentropy(
-                from_logits=True, reduction=tf.keras.losses.Reduction.SUM),
+                from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
             metrics=[tf.keras.metrics.AUC(from_logits=True, name=f"{t}_auc")],
             name=f"{t}_task")
         for t in schema.task_names}
@@ -133,27 +133,25 @@ class RankingModel(tfrs.Model):
             if id(v) not in embedding_ids]
 
   def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
-    """Weighted task losses, summed and divided by the global batch."""
+    """Weighted task losses, each summed and divided by the global batch."""
     features, labels = inputs
     logits = self(features, training=training)
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    batch = tf.shape(logits[self.schema.task_names[0]])[0]
-    global_batch = tf.cast(batch * replicas, tf.float32)
     total = 0.0
     for name, task in self.tasks.items():
       weight = labels.get(name + schema_lib.WEIGHT_SUFFIX)
       predictions = tf.cast(logits[name], tf.float32)[:, tf.newaxis]
-      loss_sum = task(labels=labels[name][:, tf.newaxis],
-                      predictions=predictions, sample_weight=weight,
-                      training=training)
-      total += self.loss_weights[name] * loss_sum
-    return total / tf.maximum(global_batch, 1.0)
+      per_example = task(labels=labels[name][:, tf.newaxis],
+                         predictions=predictions, sample_weight=weight,
+                         training=training)
+      total += self.loss_weights[name] * tf.nn.compute_average_loss(
+          per_example)
+    return total
 
   def _layer_loss(self):
     if not self.losses:
       return tf.constant(0.0)
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return tf.add_n([tf.cast(l, tf.float32) for l in self.losses]) / replicas
+    return tf.nn.scale_regularization_loss(
+        tf.add_n([tf.cast(l, tf.float32) for l in self.losses]))
 
   def _track_loss(self, loss, healthy=True):
     """Feeds the loss tracker this replica's mean loss, or NaN when the
