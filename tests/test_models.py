@@ -267,3 +267,28 @@ def test_default_views_are_the_ones_with_a_role(schema):
   # Without a global token, one view.
   assert models.build_model("rankup", no_sparse_pairs, dataclasses.replace(
       config, global_token=False)).num_embedding_views == 1
+
+
+@pytest.mark.parametrize("extra", [{}, dict(dense_l2=1e-3)])
+def test_moe_layer_losses_are_logged_by_training_only(schema, batch, extra):
+  """The sparse MoE's imitation and gate losses are part of what a step
+  minimizes; `regularization_loss` logs them: on one step it equals
+  sum(model.losses) of that step's forward pass (weights before the
+  update), and `loss` stays the task loss alone. (Without an L2 it was not
+  logged at all; with one, it holds the L2 and the MoE losses.)"""
+  config = models.RankUpConfig(num_tokens=8, token_dim=16, num_experts=2,
+                               **SMALL, **extra)
+  model = models.build_model("rankup", schema, config)
+  model.build_from_schema()
+  task_loss = float(model.compute_loss(batch, training=True))
+  expected = float(tf.add_n(model.losses))
+  assert len(model.losses) >= 2 * config.num_layers  # two per MoE block
+  assert expected > 0
+  model.compile(optimizer=tf.keras.optimizers.legacy.SGD(0.1))
+  history = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1,
+                      verbose=0).history
+  assert history["regularization_loss"][0] == pytest.approx(expected,
+                                                            rel=1e-5)
+  assert history["loss"][0] == pytest.approx(task_loss, rel=1e-5)
+  assert "regularization_loss" not in model.evaluate(
+      tf.data.Dataset.from_tensors(batch), verbose=0, return_dict=True)
