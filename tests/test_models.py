@@ -172,10 +172,17 @@ def test_parameter_counts_and_flops(schema):
   block_params = (two.parameter_counts()["dense"]
                   - one.parameter_counts()["dense"])
   ffn_params = 2 * 4 * 16 * 32  # two [T, D, kD] kernels
-  assert block_params >= ffn_params
+  # T=4, D=16, kD=32: the kernels, biases b1 [T, kD] and b2 [T, D], and
+  # two LayerNorms' gamma and beta [D]; the token mixer has no weights.
+  assert block_params == ffn_params + 4 * 32 + 4 * 16 + 2 * 2 * 16
   extra_flops = two.flops_per_example() - one.flops_per_example()
-  # A block's FLOPs are dominated by 2 per weight of its two matmuls.
-  assert 2 * ffn_params <= extra_flops <= 2 * 2 * ffn_params
+  # 2 per multiply-add of the two matmuls, plus element-wise ops: at least
+  # the bias adds (4*32 + 4*16) and the two residual adds (2 * 4*16); at
+  # most 12 ops per element of the 128 hidden and the 2 x 64 normalized
+  # values (GELU, the LayerNorms' moments and scaling, the adds).
+  matmul_flops = 2 * ffn_params
+  assert matmul_flops + 192 + 128 <= extra_flops <= (
+      matmul_flops + 12 * (128 + 2 * 64))
 
 
 def test_config_round_trip(schema):
