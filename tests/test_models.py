@@ -172,10 +172,17 @@ def test_parameter_counts_and_flops(schema):
   block_params = (two.parameter_counts()["dense"]
                   - one.parameter_counts()["dense"])
   ffn_params = 2 * 4 * 16 * 32  # two [T, D, kD] kernels
-  assert block_params >= ffn_params
+  # T=4, D=16, kD=32: the kernels, biases b1 [T, kD] and b2 [T, D], and
+  # two LayerNorms' gamma and beta [D]; the token mixer has no weights.
+  assert block_params == ffn_params + 4 * 32 + 4 * 16 + 2 * 2 * 16
   extra_flops = two.flops_per_example() - one.flops_per_example()
-  # A block's FLOPs are dominated by 2 per weight of its two matmuls.
-  assert 2 * ffn_params <= extra_flops <= 2 * 2 * ffn_params
+  # 2 per multiply-add of the two matmuls, plus element-wise ops: at least
+  # the bias adds (4*32 + 4*16) and the two residual adds (2 * 4*16); at
+  # most 12 ops per element of the 128 hidden and the 2 x 64 normalized
+  # values (GELU, the LayerNorms' moments and scaling, the adds).
+  matmul_flops = 2 * ffn_params
+  assert matmul_flops + 192 + 128 <= extra_flops <= (
+      matmul_flops + 12 * (128 + 2 * 64))
 
 
 def test_config_round_trip(schema):
@@ -267,3 +274,28 @@ def test_default_views_are_the_ones_with_a_role(schema):
   # Without a global token, one view.
   assert models.build_model("rankup", no_sparse_pairs, dataclasses.replace(
       config, global_token=False)).num_embedding_views == 1
+
+
+@pytest.mark.parametrize("extra", [{}, dict(dense_l2=1e-3)])
+def test_moe_layer_losses_are_logged_by_training_only(schema, batch, extra):
+  """The sparse MoE's imitation and gate losses are part of what a step
+  minimizes; `regularization_loss` logs them: on one step it equals
+  sum(model.losses) of that step's forward pass (weights before the
+  update), and `loss` stays the task loss alone. (Without an L2 it was not
+  logged at all; with one, it holds the L2 and the MoE losses.)"""
+  config = models.RankUpConfig(num_tokens=8, token_dim=16, num_experts=2,
+                               **SMALL, **extra)
+  model = models.build_model("rankup", schema, config)
+  model.build_from_schema()
+  task_loss = float(model.compute_loss(batch, training=True))
+  expected = float(tf.add_n(model.losses))
+  assert len(model.losses) >= 2 * config.num_layers  # two per MoE block
+  assert expected > 0
+  model.compile(optimizer=tf.keras.optimizers.legacy.SGD(0.1))
+  history = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1,
+                      verbose=0).history
+  assert history["regularization_loss"][0] == pytest.approx(expected,
+                                                            rel=1e-5)
+  assert history["loss"][0] == pytest.approx(task_loss, rel=1e-5)
+  assert "regularization_loss" not in model.evaluate(
+      tf.data.Dataset.from_tensors(batch), verbose=0, return_dict=True)

@@ -18,9 +18,12 @@ import pytest
 import tensorflow as tf
 
 import rankup_tf
+from rankup_tf import features as features_lib
 from rankup_tf import input_pipeline
 from rankup_tf import models
+from rankup_tf import schema as schema_lib
 from rankup_tf.data import synthetic
+from rankup_tf.serving import export as export_lib
 from rankup_tf.trainer import config as config_lib
 from rankup_tf.trainer import flags as flags_lib
 from rankup_tf.trainer import optimizers
@@ -82,15 +85,60 @@ def test_end_to_end_under_mirrored_strategy(data_dir, tmp_path,
   click = history[-1]["tasks"]["click"]
   # The teacher's signal is strong: even 60 small steps clear 0.70 AUC.
   assert click["auc"] > 0.70, click
-  assert history[-1]["tasks"]["click"]["logloss"] < \
-      history[0]["tasks"]["click"]["logloss"] + 0.01
-  assert 0.5 < click["gauc"] < 1.0
-  assert os.path.isdir(tmp_path / "export" / "rankup" / "1")
+  # The last evaluation is of the exported (final) weights: recompute its
+  # numbers from the export's predictions on every eval example, by brute
+  # force (pairwise AUC per user for GAUC), not with rankup_tf.metrics.
+  # Tolerances: export and in-memory predictions differ by ~1e-6, which
+  # can flip only near-tied pairs.
+  examples = input_pipeline.read_examples(f"{data_dir}/eval-*", 10**6)
+  assert len(examples) == metrics["final"]["tasks"]["click"]["examples"]
+  loaded = tf.saved_model.load(str(tmp_path / "export" / "rankup" / "1"))
+  predicted = loaded.signatures["serving_default"](
+      **{export_lib.EXAMPLES_INPUT: tf.constant(examples)})
+  features, labels = features_lib.FeatureTransform(rankup_tf.Schema.load(
+      f"{data_dir}/small.json")).parse(tf.constant(examples))
+  users = features[schema_lib.USER_ID_KEY].numpy()
+  for task, values in history[-1]["tasks"].items():
+    y = labels[task].numpy().astype(int)
+    p = predicted[task].numpy().astype(np.float64)
+    assert values["auc"] == pytest.approx(_brute_force_auc(y, p), abs=1e-4)
+    assert values["logloss"] == pytest.approx(-np.mean(
+        y * np.log(p) + (1 - y) * np.log(1 - p)), abs=1e-5)
+    per_user = [(np.sum(users == u), _brute_force_auc(y[users == u],
+                                                      p[users == u]))
+                for u in np.unique(users) if 0 < y[users == u].sum()
+                < np.sum(users == u)]
+    sizes, aucs = np.array(per_user).T
+    assert values["gauc"] == pytest.approx(np.sum(sizes * aucs)
+                                           / np.sum(sizes), abs=1e-4)
   saved = config_lib.TrainConfig.load(str(tmp_path / "run" /
                                           "train_config.json"))
   assert saved.model_config == config.model_config
   assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")
                                     ).endswith("ckpt-60")
+
+
+def _brute_force_auc(labels, scores) -> float:
+  """P(positive's score > negative's), ties one half, over all pairs."""
+  positives, negatives = scores[labels == 1], scores[labels == 0]
+  diff = positives[:, None] - negatives[None, :]
+  return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
+
+
+@pytest.fixture
+def validated(monkeypatch):
+  """train.run's export validation in this process: the same checks
+  (serving.validate.validate with the same arguments) without starting a
+  fresh process, which costs a TensorFlow import. test_end_to_end and the
+  multi-worker test keep the fresh process. Lists the reports."""
+  from rankup_tf.serving import validate as validate_lib
+  reports = []
+  def validate_here(path, config, checkpoint):
+    reports.append(dict(validate_lib.validate(
+        path, config.eval_files or config.train_files, config.model_dir,
+        checkpoint=checkpoint), checkpoint=checkpoint))
+  monkeypatch.setattr(train, "_validate_export", validate_here)
+  return reports
 
 
 def _weights_after(strategy, data_dir, steps, batch):
@@ -258,8 +306,24 @@ def test_mixed_precision_trains(data_dir, tmp_path, mirrored_strategy,
                                        ffn_expansion=1))
   summary = train.run(config, strategy=mirrored_strategy)
   assert tf.keras.mixed_precision.global_policy().name == "float32"
-  for values in summary["eval"].values():
-    assert np.isfinite(values["logloss"]) and 0 <= values["auc"] <= 1
+  # The evaluation is of the trained weights: the final checkpoint, restored
+  # in float32, reproduces it on every eval example. Tolerances: the run's
+  # logits are rounded to 16 bits (bfloat16: 8 significant bits, ~0.4%),
+  # which moves the logloss by ~1e-3 and ties or flips a few close pairs.
+  from rankup_tf.serving import restore
+  model, _ = restore.model_from_model_dir(str(tmp_path / "run"), "")
+  examples = input_pipeline.read_examples(f"{data_dir}/eval-*", 10**6)
+  features, labels = features_lib.FeatureTransform(model.schema).parse(
+      tf.constant(examples))
+  predicted = model.probabilities(features)
+  assert set(summary["eval"]) == {"click", "conversion"}
+  for task, values in summary["eval"].items():
+    y = labels[task].numpy().astype(int)
+    p = predicted[task].numpy().astype(np.float64)
+    assert values["examples"] == len(examples)
+    assert values["auc"] == pytest.approx(_brute_force_auc(y, p), abs=0.02)
+    assert values["logloss"] == pytest.approx(-np.mean(
+        y * np.log(p) + (1 - y) * np.log(1 - p)), abs=0.01)
 
 
 def test_nan_loss_stops_the_run_naming_the_step(tmp_path):
@@ -330,7 +394,6 @@ def test_a_nan_step_never_reaches_a_backup_or_checkpoint(tmp_path):
       "model/optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE") == 2
 
 
-
 @pytest.mark.parametrize("per_epoch", [False, True])
 def test_kept_checkpoints_fall_on_every_n_steps_and_the_last(tmp_path,
                                                             per_epoch):
@@ -360,7 +423,7 @@ def test_kept_checkpoints_fall_on_every_n_steps_and_the_last(tmp_path,
 
 
 def test_rerun_of_a_finished_run_exports_without_training_again(
-    data_dir, tmp_path, capsys):
+    data_dir, tmp_path, capsys, validated):
   config = config_lib.TrainConfig(
       train_files=f"{data_dir}/train-*", schema=f"{data_dir}/small.json",
       model_dir=str(tmp_path / "run"), global_batch_size=256,
@@ -377,6 +440,7 @@ def test_rerun_of_a_finished_run_exports_without_training_again(
   assert summary["steps_run_by_this_process"] == 0
   assert summary["train_examples_per_sec"] is None
   assert os.listdir(tmp_path / "export" / "rankup") == ["1"]
+  assert len(validated) == 1 and validated[0]["examples"] == 64
 
 
 TINY_RANKUP = models.RankUpConfig(num_tokens=8, token_dim=16, embedding_dim=4,
@@ -384,7 +448,7 @@ TINY_RANKUP = models.RankUpConfig(num_tokens=8, token_dim=16, embedding_dim=4,
 
 
 def test_early_stopping_stops_and_export_best_exports_the_best_step(
-    data_dir, tmp_path, monkeypatch, capsys):
+    data_dir, tmp_path, monkeypatch, capsys, validated):
   """A scripted click AUC per evaluation (every 2 steps): best at step 4,
   then two evaluations without a new best stop the run at step 8 of 16;
   the export holds step 4's weights, not step 8's."""
@@ -422,6 +486,10 @@ def test_early_stopping_stops_and_export_best_exports_the_best_step(
   assert metrics["early_stopping"] == {"patience": 2, "stopped": True,
                                        "step": 8}
   assert metrics["exported_step"] == 4
+  # Validated against the best checkpoint, to the validator's tolerance.
+  assert len(validated) == 1
+  assert validated[0]["checkpoint"] == str(model_dir / "best" / "ckpt-4")
+  assert validated[0]["in_memory_max_abs_diff"] <= 1e-5
   # Only the best survives in best/; the kept checkpoints end at step 8.
   assert sorted(os.listdir(model_dir / "best")) == [
       "ckpt-4.data-00000-of-00001", "ckpt-4.index"]

@@ -25,8 +25,8 @@ class RankingModel(tfrs.Model):
   distribution strategy equal those of one replica on the whole batch.
   Layer losses (the MoE penalty, and the config's `dense_l2` kernel L2 and
   `embedding_l2` looked-up-row L2) are divided by the replica count for the
-  same reason. With either L2 on, training logs `regularization_loss`:
-  everything the step adds to the task losses (layer losses included).
+  same reason. With either L2 on or a sparse MoE, training logs
+  `regularization_loss`: everything the step adds to the task losses.
 
   Subclasses set `self.embedding` (a MultiEmbedding): its tables are the
   `embedding_variables` a separate sparse optimizer trains.
@@ -57,11 +57,12 @@ class RankingModel(tfrs.Model):
             name=f"{t}_task")
         for t in schema.task_names}
     self.loss_tracker = tf.keras.metrics.Mean(name="loss")
-    # Only a regularized model logs it, so the unregularized logs stay as
-    # they were.
+    # Only a model with layer losses (an L2, or a sparse MoE's imitation and
+    # gate penalties) logs it, so the other models' logs stay as they were.
     self.regularization_tracker = (
         tf.keras.metrics.Mean(name="regularization_loss")
-        if config.dense_l2 or config.embedding_l2 else None)
+        if (config.dense_l2 or config.embedding_l2
+            or getattr(config, "num_experts", 0)) else None)
 
   def _embedding_stage(self, view_dims, view_features=None):
     self.embedding = embedding_lib.MultiEmbedding(
