@@ -45,7 +45,8 @@ def _setup(data, out, **kwargs):
 
 def test_ablation_runner_writes_every_output(data, tmp_path):
   out = tmp_path / "out"
-  rows = ["rankmixer", "only_task_tokens", "full_rankup"]
+  # The ladder table needs a row besides RankMixer and full RankUp.
+  rows = ["dnn", "rankmixer", "only_task_tokens", "full_rankup"]
   result = subprocess.run(
       [sys.executable, "-m", "benchmarks.ablation", f"--data_dir={data}",
        f"--output_dir={out}", "--seeds=0,1", f"--models={','.join(rows)}",
@@ -66,7 +67,7 @@ def test_ablation_runner_writes_every_output(data, tmp_path):
   table = (out / "results.md").read_text()
   ladder = table[table.index("### Ladder: task `click`"):
                  table.index("### Ladder: task `conversion`")]
-  for label in ("RankMixer", "full RankUp"):
+  for label in ("DNN", "RankMixer", "full RankUp"):
     assert f"| {label}" in ladder
   assert "task tokens alone" not in ladder
   single = table[table.index("### Each component alone on top of RankMixer: "
