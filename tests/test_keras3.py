@@ -46,14 +46,9 @@ want, got = model.predict(x, verbose=0), reloaded.predict(x, verbose=0)
 report["reload_max_diff"] = max(float(np.max(np.abs(want[k] - got[k])))
                                 for k in want)
 report["layer_base"] = type(model.layers[-1]).__mro__[1].__module__
-try:
-  import keras_rs  # noqa: F401
-except ImportError:
-  report["keras_rs"] = "missing"
-else:
-  scope = {}
-  exec(blocks[1], scope)  # the README's KerasRS example
-  report["keras_rs"] = list(scope["tokens"].shape)
+scope = {}
+exec(blocks[1], scope)  # the README's KerasRS example (requirements.txt)
+report["keras_rs"] = list(scope["tokens"].shape)
 
 cases = json.load(open(os.path.join(case_dir, "cases.json")))
 arrays = np.load(os.path.join(case_dir, "keras2.npz"))
@@ -160,10 +155,7 @@ def test_readme_keras_3_example_trains_saves_and_reloads(keras_2_and_3):
 
 
 def test_readme_keras_rs_example_feeds_the_layers(keras_2_and_3):
-  shape = keras_2_and_3["report"]["keras_rs"]
-  if shape == "missing":
-    pytest.skip("keras-rs is not installed (requirements.txt has it)")
-  assert shape == [64, 2, 16]
+  assert keras_2_and_3["report"]["keras_rs"] == [64, 2, 16]
 
 
 def test_keras_3_has_the_keras_2_weight_names_and_shapes(keras_2_and_3):
