@@ -29,7 +29,7 @@ demo: install
 
 # Two pytest workers (pytest-xdist): the suite spends much of its time
 # starting TensorFlow processes, which two workers overlap on 2 cores
-# (measured: 1,065 s serial, 604 s with -n 2, quiet 2-core machine).
+# (measured on a quiet 2-core machine: 1,065 s serial; 532-689 s with -n 2).
 test: install
 	$(PY) -m pytest -q -n 2 tests
 
