@@ -53,6 +53,10 @@ def _keras_of_tf():
   return keras
 
 
+def _is_keras_3() -> bool:
+  return _keras_of_tf().__name__ == "keras"
+
+
 def require_keras_2(what: str) -> None:
   """Selects Keras 2 for this process, or raises an ImportError with the fix.
 
@@ -69,8 +73,7 @@ def require_keras_2(what: str) -> None:
   # TensorFlow reads this when tf.keras is first used; too late is caught
   # below.
   os.environ["TF_USE_LEGACY_KERAS"] = "1"
-  resolved = _keras_of_tf()
-  if resolved.__name__ != "tf_keras":
+  if _is_keras_3():
     if before is None:
       del os.environ["TF_USE_LEGACY_KERAS"]
     raise ImportError(_FIX.format(
@@ -86,7 +89,7 @@ def build_sublayer(layer, input_shape) -> None:
   only when the sublayer is called, so its weights keep the names they get
   from a call (parent/sublayer/kernel).
   """
-  if _keras_of_tf().__name__ == "keras":
+  if _is_keras_3():
     layer.build(input_shape)
     return
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -100,5 +103,5 @@ def __getattr__(name):
   if name == "keras":
     return _keras_of_tf()
   if name == "KERAS_3":
-    return _keras_of_tf().__name__ == "keras"
+    return _is_keras_3()
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
