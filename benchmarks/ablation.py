@@ -159,7 +159,7 @@ def run_one(setup: common.Setup, row: Row, seed: int) -> Dict:
       train_files=os.path.join(setup.data_dir, "train-*"),
       eval_files=os.path.join(setup.data_dir, "eval-*"),
       erank_every_n_steps=10 ** 9 if erank else 0)
-  summary = common.run(config)
+  summary = dict(common.run(config), row_config=common.row_config(row))
   if erank:
     with open(os.path.join(model_dir, "erank.json")) as f:
       summary["erank"] = json.load(f)[-1]
@@ -392,8 +392,15 @@ def ablate(setup: common.Setup, ablation: str, tolerance: float) -> None:
     with open(summaries_path) as f:
       summaries = json.load(f)["runs"]
   for row in rows:
+    kept = summaries.get(row.name, [])
+    current = [s for s in kept
+               if s.get("row_config") == common.row_config(row)]
+    if len(current) < len(kept):
+      print(f"=== {row.label}: {len(kept) - len(current)} run(s) made "
+            "with another config, run again ===")
+      summaries[row.name] = current
     for seed in setup.seeds:
-      if any(s["seed"] == seed for s in summaries.get(row.name, [])):
+      if any(s["seed"] == seed for s in current):
         print(f"=== {row.label} (seed {seed}): kept from an earlier run ===")
         continue
       print(f"=== {row.label} (seed {seed}) ===", flush=True)

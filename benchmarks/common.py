@@ -49,7 +49,8 @@ def define_flags() -> None:
   flags.DEFINE_float("dense_learning_rate", 1e-3, "Dense learning rate "
                      "(the default setting).")
   flags.DEFINE_boolean("resume", True, "Keep the runs already recorded in "
-                       "--output_dir and run only the rest.")
+                       "--output_dir (made with the row's current config) "
+                       "and run only the rest.")
   flags.mark_flags_as_required(["data_dir", "output_dir"])
 
 
@@ -99,6 +100,13 @@ class Row(NamedTuple):
   label: str
 
 
+def row_config(row: Row) -> Dict:
+  """What a kept run of `row` must have been made with for a resumed study
+  to reuse it: a row whose config changed (new fields, new defaults) runs
+  again."""
+  return {"model": row.model, "config": row.config.to_dict()}
+
+
 class Component(NamedTuple):
   name: str
   label: str
@@ -119,7 +127,7 @@ COMPONENTS = (
               frozenset({"sparse_cross_tokens"}), False),
     Component("task_tokens", "task tokens", frozenset({"task_tokens"}), True),
     Component("swiglu", "pre-LN SwiGLU blocks",
-              frozenset({"block", "ffn_activation"}), True),
+              frozenset({"block", "ffn_activation", "final_norm"}), True),
 )
 
 

@@ -30,7 +30,9 @@ results.csv (one line per model, setting, seed and task) and results.md
 (defaults and tuned side by side, mean +- std AUC and GAUC per task, the
 best setting per model). Each trial and run is written down when it ends;
 with --resume (the default) a rerun keeps them and runs only the rest (the
-seeding makes a resumed study propose what an uninterrupted one would).
+seeding makes a resumed study propose what an uninterrupted one would);
+a model whose row config changed since (new fields or defaults) is tuned
+and run again.
 
 Tuning library: Optuna (TPE), picked over KerasTuner by measuring both in
 this venv (tf-keras 2.21, Keras 3.15 beside it):
@@ -221,7 +223,7 @@ def _trial(setup: common.Setup, budget: Budget, row: Row, split: Dict,
     value, error = None, "validation AUC undefined (one class)"
   return {"number": number, "params": params, "value": value,
           "error": error, "seconds": round(time.time() - start, 1),
-          "model_dir": model_dir}
+          "model_dir": model_dir, "row_config": common.row_config(row)}
 
 
 def tune(setup: common.Setup, budget: Budget, row: Row, split: Dict,
@@ -229,12 +231,21 @@ def tune(setup: common.Setup, budget: Budget, row: Row, split: Dict,
   """Runs the row's missing trials and its defaults' validation run;
   returns the best of them."""
   path = os.path.join(setup.output_dir, "trials.json")
+  current = common.row_config(row)
   history = log["trials"].setdefault(row.name, [])
+  validated = log.setdefault("defaults", {})
+  if any(t.get("row_config") != current for t in history) or (
+      row.name in validated
+      and validated[row.name].get("row_config") != current):
+    # A trial's proposal depends on every earlier trial: all run again.
+    print(f"=== {row.label}: trials made with another config, tuning "
+          "again ===")
+    history.clear()
+    validated.pop(row.name, None)
   while len(history) < budget.trials:
     history.append(_trial(setup, budget, row, split, len(history),
                           propose(history, len(history), budget)))
     _write(path, log)
-  validated = log.setdefault("defaults", {})
   if row.name not in validated:
     validated[row.name] = _trial(setup, budget, row, split, "defaults",
                                  defaults(setup, row))
@@ -251,19 +262,22 @@ def seed_runs(setup: common.Setup, row: Row, setting: str,
               params: Dict[str, float], runs: Dict) -> None:
   """Trains the missing seeds of a row at a setting on all training
   shards, evaluated on the eval split; runs made at another setting (the
-  study found a new best) are replaced, and a seed another setting already
+  study found a new best) or row config are replaced, and a seed another setting already
   ran at the same params (tuning kept the defaults) is reused."""
   path = os.path.join(setup.output_dir, "runs.json")
   by_setting = runs.setdefault(row.name, {})
   done = by_setting.setdefault(setting, [])
-  done[:] = [s for s in done if s["params"] == params]
+  current = common.row_config(row)
+  done[:] = [s for s in done if s["params"] == params
+             and s.get("row_config") == current]
   tuned, overrides = with_params(row, params)
   for seed in setup.seeds:
     if any(s["seed"] == seed for s in done):
       print(f"=== {row.label} {setting} (seed {seed}): kept ===")
       continue
     same = [s for name, other in by_setting.items() if name != setting
-            for s in other if s["seed"] == seed and s["params"] == params]
+            for s in other if s["seed"] == seed and s["params"] == params
+            and s.get("row_config") == current]
     if same:
       print(f"=== {row.label} {setting} (seed {seed}): same params as a "
             "run already made ===")
@@ -277,7 +291,8 @@ def seed_runs(setup: common.Setup, row: Row, setting: str,
                      f"{row.name}_{setting}_seed{seed}"),
         train_files=os.path.join(setup.data_dir, "train-*"),
         eval_files=os.path.join(setup.data_dir, "eval-*"), **overrides))
-    done.append(dict(summary, seed=seed, params=params))
+    done.append(dict(summary, seed=seed, params=params,
+                     row_config=current))
     _write(path, runs)
 
 

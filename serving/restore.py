@@ -18,6 +18,8 @@ def model_from_model_dir(model_dir: str, checkpoint: str = ""
 
   Raises:
     FileNotFoundError: no train_config.json or no checkpoint.
+    ValueError: the checkpoint lacks weights of the model the config
+      describes (a config and a checkpoint of different runs or code).
   """
   model, schema = run_dir.build_model(model_dir)
   if checkpoint:
@@ -29,5 +31,15 @@ def model_from_model_dir(model_dir: str, checkpoint: str = ""
     if checkpoint is None:
       raise FileNotFoundError(f"No checkpoint under {model_dir}/"
                               f"{run_dir.CHECKPOINT_DIR}.")
-  tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
+  status = tf.train.Checkpoint(model=model).restore(checkpoint)
+  # The optimizer's slots in the checkpoint are not needed here; a model
+  # weight missing from it would serve its initial value.
+  status.expect_partial()
+  try:
+    status.assert_existing_objects_matched()
+  except AssertionError as e:
+    raise ValueError(
+        f"{checkpoint} does not hold every weight of the model "
+        f"{os.path.join(model_dir, run_dir.CONFIG_FILE)} describes; were "
+        f"they written by different runs or versions? {e}") from None
   return model, schema

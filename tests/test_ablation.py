@@ -234,3 +234,38 @@ def test_tuning_compares_defaults_and_tuned_without_the_eval_split(
       f"reran {config.model_dir}"))
   tuning.study(setup, budget)
   assert json.loads((out / "trials.json").read_text()) == log
+
+  # A row whose config changed since (a new field or default) is tuned
+  # and run again, not reported from the old runs.
+  row = tuning.model_rows(setup)[0]
+  changed = row._replace(config=dataclasses.replace(row.config,
+                                                    hidden_units=(16,)))
+  monkeypatch.setattr(tuning, "model_rows", lambda setup: [changed])
+  with pytest.raises(pytest.fail.Exception, match="reran .*dnn_trial00"):
+    tuning.study(setup, budget)
+
+
+def test_ablation_resume_reruns_only_rows_whose_config_changed(
+    data, tmp_path, monkeypatch):
+  made = []
+
+  def fake_run(config):
+    made.append(os.path.basename(config.model_dir))
+    return {"model": config.model, "eval": {}}
+  monkeypatch.setattr(common, "run", fake_run)
+  monkeypatch.setattr(ablation, "write_tables", lambda rows, summaries,
+                      peak, out, iso: open(os.path.join(out, "results.md"),
+                                           "w").close())
+  monkeypatch.setattr(ablation, "write_plots", lambda *args: None)
+  monkeypatch.setattr(common, "matmul_peak_flops", lambda: 1.0)
+  setup = _setup(data, tmp_path, models=("dnn", "dlrm"))
+  ablation.ablate(setup, "ladder", 0.1)
+  assert made == ["dnn_seed0", "dlrm_seed0"]
+  ablation.ablate(setup, "ladder", 0.1)
+  assert made == ["dnn_seed0", "dlrm_seed0"]  # both kept
+  baselines = common.baseline_rows
+  monkeypatch.setattr(common, "baseline_rows", lambda emb: [
+      r._replace(config=dataclasses.replace(r.config, tower_units=(4,)))
+      if r.name == "dlrm" else r for r in baselines(emb)])
+  ablation.ablate(setup, "ladder", 0.1)
+  assert made == ["dnn_seed0", "dlrm_seed0", "dlrm_seed0"]

@@ -185,6 +185,34 @@ def test_parameter_counts_and_flops(schema):
       matmul_flops + 12 * (128 + 2 * 64))
 
 
+def test_final_norm_normalizes_what_the_towers_read(schema, batch):
+  def build(**change):
+    model = models.RankUpModel(schema, dataclasses.replace(
+        LADDER["full_rankup"][1], **change))
+    model.build_from_schema()
+    return model
+  model, without = build(), build(final_norm=False)
+  d = model.config.token_dim
+  assert model.config.final_norm  # the default
+  assert (model.parameter_counts()["dense"]
+          - without.parameter_counts()["dense"]) == 2 * d  # gamma, beta
+  # Post-LN blocks already end in a LayerNorm: no second one.
+  post_ln = dataclasses.replace(LADDER["task_tokens"][1], final_norm=True)
+  assert models.RankUpModel(schema, post_ln).final_norm is None
+  # The towers read the normalized tokens of the last block.
+  features = batch[0]
+  tokens = model.input_tokens(features)
+  for block in model.blocks:
+    tokens = block(tokens, training=False)
+  normalized = model.final_norm(tokens)
+  logits = model(features)
+  expected = model.towers(normalized, training=False)
+  unnormalized = model.towers(tokens, training=False)
+  for task in logits:
+    np.testing.assert_allclose(logits[task], expected[task], atol=1e-5)
+    assert np.abs(logits[task] - unnormalized[task]).max() > 1e-3
+
+
 def test_config_round_trip(schema):
   for name, config in LADDER.values():
     again = type(config).from_dict(config.to_dict())

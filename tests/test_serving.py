@@ -1,6 +1,7 @@
 """Serving: export layout, validation, gRPC/REST clients over real
 protocols, bad requests, versions, the op check, config."""
 
+import dataclasses
 import os
 import re
 import socket
@@ -63,6 +64,31 @@ def trained(tmp_path_factory):
   examples = input_pipeline.read_examples(data, 64)
   return {"model": model, "schema": schema, "data": data,
           "model_dir": model_dir, "examples": examples, "root": root}
+
+
+def test_a_checkpoint_missing_a_weight_of_the_config_is_refused(trained,
+                                                                 tmp_path):
+  # The config says final_norm=False but the checkpoint has its weights:
+  # fine (unused weights). The reverse would serve a LayerNorm at its
+  # initial value, so it is refused, naming the checkpoint.
+  from rankup_tf.serving import restore
+  no_norm = dataclasses.replace(MODEL_CONFIG, final_norm=False)
+  model = models.RankUpModel(trained["schema"], no_norm)
+  model.build_from_schema()
+  model_dir = str(tmp_path / "run")
+  train_config.TrainConfig(train_files=trained["data"], schema="unused",
+                           model_dir=model_dir, model_config=no_norm).save()
+  trained["schema"].save(os.path.join(model_dir, run_dir.SCHEMA_FILE))
+  checkpoint = tf.train.Checkpoint(model=model).save(
+      os.path.join(model_dir, run_dir.CHECKPOINT_DIR, "ckpt"))
+  restored, _ = restore.model_from_model_dir(model_dir)
+  assert restored.final_norm is None
+  train_config.TrainConfig(train_files=trained["data"], schema="unused",
+                           model_dir=model_dir,
+                           model_config=MODEL_CONFIG).save()
+  with pytest.raises(ValueError, match=re.escape(checkpoint)
+                     + ".*does not hold every weight"):
+    restore.model_from_model_dir(model_dir)
 
 
 @pytest.fixture(scope="module")

@@ -174,6 +174,9 @@ class RankUpConfig(TokenModelConfig):
       fields (view 3); off: crossed pretrained tokens only.
     task_tokens: one learned token per task, read by its task tower.
     block: "rankup" (pre-LN, SwiGLU) or "rankmixer" (post-LN, GELU).
+    final_norm: a LayerNorm on the tokens after the last "rankup" block,
+      before the towers (pre-LN blocks leave the residual stream
+      unnormalized; post-LN blocks already end in a LayerNorm).
     ffn_activation: "swiglu" or "gelu"; empty picks the block's own.
   """
   num_embedding_views: int = config_field(
@@ -200,6 +203,8 @@ class RankUpConfig(TokenModelConfig):
   block: str = config_field(
       "rankup", help_text="Block style (rankup: pre-LN SwiGLU; rankmixer: "
       "post-LN GELU).", choices=("rankup", "rankmixer"))
+  final_norm: bool = config_field(
+      True, help_text="LayerNorm after the last pre-LN (rankup) block.")
   ffn_activation: str = config_field(
       "", help_text="Per-token FFN activation (empty: the block's own).",
       choices=("", "gelu", "swiglu"))
@@ -215,7 +220,8 @@ class RankMixerConfig(TokenModelConfig):
     return RankUpConfig(
         **dataclasses.asdict(self), num_embedding_views=1, split="semantic",
         global_token=False, cross_tokens=False, sparse_cross_tokens=False,
-        task_tokens=False, block="rankmixer", ffn_activation="gelu")
+        task_tokens=False, block="rankmixer", final_norm=False,
+        ffn_activation="gelu")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -88,6 +88,10 @@ class RankUpModel(base.RankingModel):
     self.blocks = [backbone.make_block(c.block, name=f"block{i + 1}",
                                        **block_kwargs)
                    for i in range(c.num_layers)]
+    # Post-LN blocks end normalized; pre-LN ones need a final LayerNorm.
+    self.final_norm = (tf.keras.layers.LayerNormalization(
+        epsilon=1e-6, name="final_norm")
+                       if c.final_norm and c.block == "rankup" else None)
     self.towers = heads.TaskTowers(schema.task_names, c.tower_units,
                                    use_task_tokens=c.task_tokens,
                                    dropout=c.dropout, kernel_l2=l2,
@@ -243,6 +247,8 @@ class RankUpModel(base.RankingModel):
     tokens = self._tokens(views, dense)
     for block in self.blocks:
       tokens = block(tokens, training=training)
+    if self.final_norm is not None:
+      tokens = self.final_norm(tokens)
     return self.towers(tokens, training=training)
 
 
