@@ -24,9 +24,9 @@ class RankUpModel(base.RankingModel):
       + [one per task]
 
   T_s is what the optional tokens leave of T. Tokens go through L blocks
-  (RankUp pre-LN SwiGLU or RankMixer post-LN GELU); tower k reads task token
-  k and the mean of the shared tokens (or, without task tokens, the mean of
-  all tokens).
+  (RankUp pre-LN SwiGLU, then a final LayerNorm, or RankMixer post-LN
+  GELU); tower k reads task token k and the mean of the shared tokens (or,
+  without task tokens, the mean of all tokens).
 
   Example:
 
