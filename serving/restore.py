@@ -31,7 +31,9 @@ def model_from_model_dir(model_dir: str, checkpoint: str = ""
     if checkpoint is None:
       raise FileNotFoundError(f"No checkpoint under {model_dir}/"
                               f"{run_dir.CHECKPOINT_DIR}.")
-  status = tf.train.Checkpoint(model=model).restore(checkpoint)
+  # read(), not restore(): checkpoints written with write() (the best
+  # ones) hold no save_counter, which is not a model weight.
+  status = tf.train.Checkpoint(model=model).read(checkpoint)
   # The optimizer's slots in the checkpoint are not needed here; a model
   # weight missing from it would serve its initial value.
   status.expect_partial()
