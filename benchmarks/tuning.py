@@ -262,8 +262,9 @@ def seed_runs(setup: common.Setup, row: Row, setting: str,
               params: Dict[str, float], runs: Dict) -> None:
   """Trains the missing seeds of a row at a setting on all training
   shards, evaluated on the eval split; runs made at another setting (the
-  study found a new best) or row config are replaced, and a seed another setting already
-  ran at the same params (tuning kept the defaults) is reused."""
+  study found a new best) or row config are replaced, and a seed another
+  setting already ran at the same params (tuning kept the defaults) is
+  reused."""
   path = os.path.join(setup.output_dir, "runs.json")
   by_setting = runs.setdefault(row.name, {})
   done = by_setting.setdefault(setting, [])
