@@ -393,8 +393,7 @@ def ablate(setup: common.Setup, ablation: str, tolerance: float) -> None:
       summaries = json.load(f)["runs"]
   for row in rows:
     kept = summaries.get(row.name, [])
-    current = [s for s in kept
-               if s.get("row_config") == common.row_config(row)]
+    current = [s for s in kept if common.made_with(s, row)]
     if len(current) < len(kept):
       print(f"=== {row.label}: {len(kept) - len(current)} run(s) made "
             "with another config, run again ===")

@@ -107,6 +107,11 @@ def row_config(row: Row) -> Dict:
   return {"model": row.model, "config": row.config.to_dict()}
 
 
+def made_with(record: Dict, row: Row) -> bool:
+  """Whether a recorded trial or run was made with `row`'s current config."""
+  return record.get("row_config") == row_config(row)
+
+
 class Component(NamedTuple):
   name: str
   label: str

@@ -231,12 +231,11 @@ def tune(setup: common.Setup, budget: Budget, row: Row, split: Dict,
   """Runs the row's missing trials and its defaults' validation run;
   returns the best of them."""
   path = os.path.join(setup.output_dir, "trials.json")
-  current = common.row_config(row)
   history = log["trials"].setdefault(row.name, [])
   validated = log.setdefault("defaults", {})
-  if any(t.get("row_config") != current for t in history) or (
-      row.name in validated
-      and validated[row.name].get("row_config") != current):
+  recorded = history + ([validated[row.name]] if row.name in validated
+                        else [])
+  if not all(common.made_with(t, row) for t in recorded):
     # A trial's proposal depends on every earlier trial: all run again.
     print(f"=== {row.label}: trials made with another config, tuning "
           "again ===")
@@ -268,9 +267,8 @@ def seed_runs(setup: common.Setup, row: Row, setting: str,
   path = os.path.join(setup.output_dir, "runs.json")
   by_setting = runs.setdefault(row.name, {})
   done = by_setting.setdefault(setting, [])
-  current = common.row_config(row)
-  done[:] = [s for s in done if s["params"] == params
-             and s.get("row_config") == current]
+  done[:] = [s for s in done
+             if s["params"] == params and common.made_with(s, row)]
   tuned, overrides = with_params(row, params)
   for seed in setup.seeds:
     if any(s["seed"] == seed for s in done):
@@ -278,7 +276,7 @@ def seed_runs(setup: common.Setup, row: Row, setting: str,
       continue
     same = [s for name, other in by_setting.items() if name != setting
             for s in other if s["seed"] == seed and s["params"] == params
-            and s.get("row_config") == current]
+            and common.made_with(s, row)]
     if same:
       print(f"=== {row.label} {setting} (seed {seed}): same params as a "
             "run already made ===")
@@ -293,7 +291,7 @@ def seed_runs(setup: common.Setup, row: Row, setting: str,
         train_files=os.path.join(setup.data_dir, "train-*"),
         eval_files=os.path.join(setup.data_dir, "eval-*"), **overrides))
     done.append(dict(summary, seed=seed, params=params,
-                     row_config=current))
+                     row_config=common.row_config(row)))
     _write(path, runs)
 
 
