@@ -15,17 +15,23 @@ RankUp, configured as in the ablation ladder with the same T, D, L, d):
    same trials and, since trial n's sampler is seeded by (--tuning_seed, n),
    the same random start-up points. The defaults are validated the same way
    (one more run, kept apart from the sampler because their zero L2 lies
-   outside the log-scaled space), and "tuned" is the best of the trials and
-   the defaults: tuning never ships a setting that validates worse than the
-   defaults.
-2. Seeds. Each of --seeds trains on all training shards, at the defaults
+   outside the log-scaled space). With --epochs > 1 every validation run
+   is scored after each epoch, and the epoch count is tuned with the rest.
+2. Selection. One validation run's AUC is too noisy to pick by (on a
+   small log a trial that beat the defaults by 0.0002 lost to them by
+   0.007 on the eval split), so the defaults and the --finalists best
+   trials are validated --repeats times in all (seeds --tuning_seed,
+   +1, ...), and "tuned" is the finalist, and epoch count, of the best mean
+   validation AUC: tuning never ships a setting that validates worse than
+   the defaults on average.
+3. Seeds. Each of --seeds trains on all training shards, at the defaults
    (the model config's own, --dense_learning_rate), at the --candidate
    setting if one is given (e.g. --candidate=dropout=0.1: proposed new
-   defaults, the same for every model) and at the tuned setting, and is
-   evaluated on the eval split.
+   defaults, the same for every model) and at the tuned setting (with its
+   epoch count), and is evaluated on the eval split.
 
---output_dir gets trials.json (the splits, the search space and every
-trial: setting, validation AUC, time), runs.json (the seed runs' summaries),
+--output_dir gets trials.json (the splits, the search space, every trial
+and repeat: setting, validation AUC after each epoch, time), runs.json (the seed runs' summaries),
 results.csv (one line per model, setting, seed and task) and results.md
 (defaults and tuned side by side, mean +- std AUC and GAUC per task, the
 best setting per model). Each trial and run is written down when it ends;
@@ -68,6 +74,7 @@ import tensorflow as tf
 
 from benchmarks import common
 from benchmarks.common import Row
+from rankup_tf import run_dir
 from rankup_tf.trainer import callbacks as callbacks_lib
 from rankup_tf.trainer import train
 
@@ -92,9 +99,20 @@ class Budget:
   trials: int = 10
   validation_shards: int = 1
   tuning_seed: int = 0
+  # The best trials validated again beside the defaults, and the number of
+  # validation runs (seeds) each of them gets in all.
+  finalists: int = 2
+  repeats: int = 3
   # Proposed defaults (SEARCH_SPACE names -> values), seeded beside the
   # current defaults and the tuned setting; empty: no candidate.
   candidate: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    if self.trials < 1 or self.finalists < 0 or self.repeats < 1:
+      raise ValueError(f"A tuning budget needs trials >= 1, finalists >= 0 "
+                       f"and repeats >= 1; got trials={self.trials}, "
+                       f"finalists={self.finalists}, "
+                       f"repeats={self.repeats}.")
 
   @property
   def settings(self) -> Tuple[str, ...]:
@@ -125,19 +143,24 @@ def model_rows(setup: common.Setup) -> List[Row]:
   return [rows[n] for n in names]
 
 
+# Setting names that are TrainConfig fields; the others are ModelConfig
+# fields. A seed run's setting carries its epoch count; a validation run
+# trains --epochs and is scored after each.
+TRAIN_FIELDS = ("dense_learning_rate", "epochs")
+
+
 def defaults(setup: common.Setup, row: Row) -> Dict[str, float]:
   values = {k: getattr(row.config, k) for k in SEARCH_SPACE
-            if k != "dense_learning_rate"}
+            if k not in TRAIN_FIELDS}
   return dict(values, dense_learning_rate=setup.dense_learning_rate)
 
 
 def with_params(row: Row, params: Dict[str, float]):
   """(the row at a setting, its TrainConfig overrides)."""
-  model_fields = {k: v for k, v in params.items()
-                  if k != "dense_learning_rate"}
+  model_fields = {k: v for k, v in params.items() if k not in TRAIN_FIELDS}
   return (row._replace(config=dataclasses.replace(row.config,
                                                   **model_fields)),
-          {"dense_learning_rate": params["dense_learning_rate"]})
+          {k: v for k, v in params.items() if k in TRAIN_FIELDS})
 
 
 def _count_records(paths: List[str]) -> int:
@@ -199,62 +222,128 @@ def _load(path: str, resume: bool, default):
   return default
 
 
-def _trial(setup: common.Setup, budget: Budget, row: Row, split: Dict,
-           number, params: Dict[str, float]) -> Dict:
-  """One validation run of a setting; a run that diverges scores None."""
+def _per_epoch(setup: common.Setup) -> bool:
+  return setup.epochs > 1 and not setup.train_steps
+
+
+def _curve(setup: common.Setup, model_dir: str, task: str) -> List[List]:
+  """[[epochs trained, validation AUC], ...] from the run's metrics.json:
+  one point per epoch with --epochs > 1, else the final evaluation."""
+  with open(os.path.join(model_dir, run_dir.METRICS_FILE)) as f:
+    history = json.load(f)["history"]
+  if not _per_epoch(setup):
+    return [[setup.epochs, history[-1]["tasks"][task]["auc"]]]
+  return [[epoch, h["tasks"][task]["auc"]]
+          for epoch, h in enumerate(history, 1)]
+
+
+def _trial(setup: common.Setup, row: Row, split: Dict, number,
+           params: Dict[str, float], seed: int) -> Dict:
+  """One validation run of a setting at a seed; its value is the best
+  point of its curve, and a run that diverges scores None."""
   task = setup.schema().task_names[0]
   steps = ({} if setup.train_steps else {
       "steps_per_epoch": split["train_rows"] // setup.global_batch_size})
   tuned, overrides = with_params(row, params)
   suffix = f"trial{number:02d}" if isinstance(number, int) else number
   model_dir = os.path.join(setup.output_dir, "trials",
-                           f"{row.name}_{suffix}")
-  print(f"=== {row.label}: trial {number} {params} ===", flush=True)
+                           f"{row.name}_{suffix}_seed{seed}")
+  print(f"=== {row.label}: trial {number} (seed {seed}) {params} ===",
+        flush=True)
   start = time.time()
+  curve, error = [], None
   try:
-    summary = common.run(common.train_config(
-        setup, tuned, budget.tuning_seed, model_dir,
+    common.run(common.train_config(
+        setup, tuned, seed, model_dir,
         train_files=",".join(split["train"]),
-        eval_files=",".join(split["validation"]), **overrides, **steps))
-    value, error = summary["eval"][task]["auc"], None
+        eval_files=",".join(split["validation"]),
+        eval_every_epoch=_per_epoch(setup), **overrides, **steps))
+    curve = _curve(setup, model_dir, task)
   except (callbacks_lib.NaNLossError, train.TrainingError) as e:
-    value, error = None, str(e).splitlines()[0]
-  if value is not None and value != value:
-    value, error = None, "validation AUC undefined (one class)"
-  return {"number": number, "params": params, "value": value,
+    error = str(e).splitlines()[0]
+  value, epochs = _best_point(curve)
+  if curve and value is None:
+    error = "validation AUC undefined (one class)"
+  return {"number": number, "seed": seed, "params": params,
+          "value": value, "epochs": epochs, "curve": curve,
           "error": error, "seconds": round(time.time() - start, 1),
           "model_dir": model_dir, "row_config": common.row_config(row)}
 
 
+def _best_point(curve: List[List]) -> Tuple[Optional[float], Optional[int]]:
+  """(best AUC, its epochs) of a curve; (None, None) when it has no
+  finite point."""
+  points = [(auc, epochs) for epochs, auc in curve
+            if auc is not None and auc == auc]
+  if not points:
+    return None, None
+  return max(points, key=lambda p: (p[0], -p[1]))
+
+
+def _mean_curve(runs: List[Dict]) -> List[List]:
+  """The runs' curves averaged point by point; a point where any run has
+  no AUC (it diverged) has none."""
+  if any(not r["curve"] for r in runs):
+    return []
+  mean = []
+  for points in zip(*(r["curve"] for r in runs)):
+    values = [auc for _, auc in points]
+    finite = all(v is not None and v == v for v in values)
+    mean.append([points[0][0], float(np.mean(values)) if finite else None])
+  return mean
+
+
 def tune(setup: common.Setup, budget: Budget, row: Row, split: Dict,
          log: Dict) -> Dict:
-  """Runs the row's missing trials and its defaults' validation run;
-  returns the best of them."""
+  """Runs the row's missing trials, its defaults' validation run and the
+  finalists' repeats; returns the pick: the finalist and epoch count of
+  the best mean validation AUC (see the module docstring)."""
   path = os.path.join(setup.output_dir, "trials.json")
   history = log["trials"].setdefault(row.name, [])
   validated = log.setdefault("defaults", {})
-  recorded = history + ([validated[row.name]] if row.name in validated
-                        else [])
+  repeats = log.setdefault("repeats", {}).setdefault(row.name, [])
+  recorded = history + repeats + ([validated[row.name]]
+                                  if row.name in validated else [])
   if not all(common.made_with(t, row) for t in recorded):
     # A trial's proposal depends on every earlier trial: all run again.
     print(f"=== {row.label}: trials made with another config, tuning "
           "again ===")
     history.clear()
+    repeats.clear()
     validated.pop(row.name, None)
+  seed = budget.tuning_seed
   while len(history) < budget.trials:
-    history.append(_trial(setup, budget, row, split, len(history),
-                          propose(history, len(history), budget)))
+    history.append(_trial(setup, row, split, len(history),
+                          propose(history, len(history), budget), seed))
     _write(path, log)
   if row.name not in validated:
-    validated[row.name] = _trial(setup, budget, row, split, "defaults",
-                                 defaults(setup, row))
+    validated[row.name] = _trial(setup, row, split, "defaults",
+                                 defaults(setup, row), seed)
     _write(path, log)
-  finished = [t for t in history[:budget.trials] + [validated[row.name]]
-              if t["value"] is not None]
-  if not finished:
-    raise RuntimeError(f"Every tuning trial of {row.name} failed; see "
-                       f"{path}.")
-  return max(finished, key=lambda t: t["value"])
+  trials = [t for t in history[:budget.trials] if t["value"] is not None]
+  finalists = [t for t in [validated[row.name]] if t["value"] is not None
+               ] + sorted(
+      trials, key=lambda t: -t["value"])[:budget.finalists]
+  picks = []
+  for finalist in finalists:
+    runs = [finalist]
+    for repeat_seed in range(seed + 1, seed + budget.repeats):
+      done = [r for r in repeats if r["number"] == finalist["number"]
+              and r["seed"] == repeat_seed]
+      if not done:
+        done = [_trial(setup, row, split, finalist["number"],
+                       finalist["params"], repeat_seed)]
+        repeats.append(done[0])
+        _write(path, log)
+      runs.append(done[0])
+    value, epochs = _best_point(_mean_curve(runs))
+    if value is not None:
+      picks.append({"number": finalist["number"],
+                    "params": finalist["params"], "value": value,
+                    "epochs": epochs, "runs": len(runs)})
+  if not picks:
+    raise RuntimeError(f"Every finalist of {row.name} failed; see {path}.")
+  return max(picks, key=lambda p: p["value"])
 
 
 def seed_runs(setup: common.Setup, row: Row, setting: str,
@@ -293,6 +382,10 @@ def seed_runs(setup: common.Setup, row: Row, setting: str,
     done.append(dict(summary, seed=seed, params=params,
                      row_config=common.row_config(row)))
     _write(path, runs)
+
+
+def _finalist_name(number) -> str:
+  return f"trial {number}" if isinstance(number, int) else number
 
 
 def _format(name: str, value: float) -> str:
@@ -358,18 +451,21 @@ def write_results(setup: common.Setup, budget: Budget, rows: List[Row],
     lines.append("")
   names = list(SEARCH_SPACE)
   lines += ["### Best setting per model", "",
-            "| model | " + " | ".join(names) + " | validation AUC (best "
-            "trial) | trials failed |",
-            "|---|" + "---|" * (len(names) + 2)]
+            f"The finalists (the defaults and the {budget.finalists} best "
+            f"trials) validated {budget.repeats} times each; the pick has "
+            "the best mean validation AUC, at its best epoch count.", "",
+            "| model | " + " | ".join(names) + " | epochs | mean validation "
+            "AUC (finalist) | trials failed |",
+            "|---|" + "---|" * (len(names) + 3)]
   for row in rows:
-    trial = best[row.name]
+    pick = best[row.name]
     failed = sum(t["value"] is None for t in
                  log["trials"][row.name][:budget.trials]
                  + [log["defaults"][row.name]])
     lines.append(f"| {row.label} | " + " | ".join(
-        _format(n, trial["params"][n]) for n in names)
-                 + f" | {trial['value']:.4f} (trial {trial['number']}) | "
-                 f"{failed} |")
+        _format(n, pick["params"][n]) for n in names)
+                 + f" | {pick['epochs']} | {pick['value']:.4f} "
+                 f"({_finalist_name(pick['number'])}) | {failed} |")
   lines += ["", "Defaults: " + ", ".join(
       f"{n} {_format(n, v)}" for n, v in
       defaults(setup, rows[0]).items()) + "."]
@@ -404,9 +500,12 @@ def study(setup: common.Setup, budget: Budget) -> None:
   for row in rows:
     best[row.name] = tune(setup, budget, row, split, log)
   for row in rows:
-    settings = {"defaults": defaults(setup, row),
-                "candidate": dict(defaults(setup, row), **budget.candidate),
-                "tuned": best[row.name]["params"]}
+    settings = {
+        "defaults": dict(defaults(setup, row), epochs=setup.epochs),
+        "candidate": dict(defaults(setup, row), **budget.candidate,
+                          epochs=setup.epochs),
+        "tuned": dict(best[row.name]["params"],
+                      epochs=best[row.name]["epochs"])}
     for setting in budget.settings:
       seed_runs(setup, row, setting, settings[setting], runs)
   write_results(setup, budget, rows, log, best, runs)
@@ -418,6 +517,7 @@ def main(argv):
   optuna.logging.set_verbosity(optuna.logging.WARNING)
   study(common.Setup.from_flags(),
         Budget(FLAGS.trials, FLAGS.validation_shards, FLAGS.tuning_seed,
+               FLAGS.finalists, FLAGS.repeats,
                parse_candidate(FLAGS.candidate)))
 
 
@@ -428,6 +528,11 @@ if __name__ == "__main__":
                        "Training shards held out as the validation split.")
   flags.DEFINE_integer("tuning_seed", Budget.tuning_seed, "Seed of the "
                        "tuning runs and the sampler.")
+  flags.DEFINE_integer("finalists", Budget.finalists, "The best trials "
+                       "validated again beside the defaults.")
+  flags.DEFINE_integer("repeats", Budget.repeats, "Validation runs (seeds) "
+                       "of each finalist in all; tuning picks by their "
+                       "mean.")
   flags.DEFINE_list("candidate", [], "Proposed defaults seeded beside the "
                     "current ones and the tuned setting, as NAME=VALUE "
                     "items of the search space, e.g. dropout=0.1.")

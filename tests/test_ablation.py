@@ -176,8 +176,11 @@ def test_iso_compute_row_matches_rankmixer_cost(data, tmp_path):
 def test_tuning_compares_defaults_and_tuned_without_the_eval_split(
     data, tmp_path, monkeypatch):
   out = tmp_path / "tuning"
-  setup = _setup(data, out, models=("dnn",))
-  budget = tuning.Budget(trials=1, candidate={"dropout": 0.1})
+  # Two epochs: the validation runs are scored after each, and the epoch
+  # count is picked with the setting.
+  setup = _setup(data, out, models=("dnn",), train_steps=0, epochs=2)
+  budget = tuning.Budget(trials=1, finalists=1, repeats=2,
+                         candidate={"dropout": 0.1})
   tuning.study(setup, budget)
 
   log = json.loads((out / "trials.json").read_text())
@@ -189,22 +192,40 @@ def test_tuning_compares_defaults_and_tuned_without_the_eval_split(
   assert split["eval"] and not set(split["eval"]) & set(
       split["validation"] + split["train"])
   trials = log["trials"]["dnn"]
+  validated = log["defaults"]["dnn"]
+  repeats = log["repeats"]["dnn"]
   assert len(trials) == 1
-  for trial in trials:
-    with open(os.path.join(trial["model_dir"], "train_config.json")) as f:
+  for name, distribution in tuning.SEARCH_SPACE.items():
+    assert distribution.low <= trials[0]["params"][name] <= distribution.high
+  # The defaults are validated too, and compete with the trials.
+  assert validated["params"] == tuning.defaults(
+      setup, tuning.model_rows(setup)[0])
+  # The finalists (the defaults and the best trial) are validated again
+  # at the next seed.
+  assert sorted((str(r["number"]), r["seed"]) for r in repeats) == [
+      ("0", 1), ("defaults", 1)]
+  for run in trials + [validated] + repeats:
+    with open(os.path.join(run["model_dir"], "train_config.json")) as f:
       used = json.load(f)
     assert used["train_files"] == split["train"][0]
     assert used["eval_files"] == split["validation"][0]
-    for name, distribution in tuning.SEARCH_SPACE.items():
-      assert distribution.low <= trial["params"][name] <= distribution.high
-    assert used["model_config"]["dropout"] == trial["params"]["dropout"]
-  # The defaults are validated too, and compete with the trials.
-  validated = log["defaults"]["dnn"]
-  assert validated["params"] == tuning.defaults(
-      setup, tuning.model_rows(setup)[0])
-  with open(os.path.join(validated["model_dir"], "train_config.json")) as f:
-    assert json.load(f)["eval_files"] == split["validation"][0]
-  best = max(trials + [validated], key=lambda t: t["value"])
+    assert used["eval_every_epoch"] and used["epochs"] == 2
+    assert used["seed"] == run["seed"]
+    assert used["model_config"]["dropout"] == run["params"]["dropout"]
+    assert [epochs for epochs, _ in run["curve"]] == [1, 2]
+    assert run["value"] == max(auc for _, auc in run["curve"])
+
+  # The pick: the finalist and epoch count of the best mean validation AUC.
+  def mean_curve(number):
+    runs = [r for r in trials + [validated] + repeats
+            if r["number"] == number]
+    assert len(runs) == 2
+    return [(sum(r["curve"][i][1] for r in runs) / 2, i + 1)
+            for i in range(2)]
+  value, number, epochs = max(
+      ((auc, number, epochs) for number in (0, "defaults")
+       for auc, epochs in mean_curve(number)), key=lambda p: p[0])
+  best = validated if number == "defaults" else trials[0]
 
   with open(out / "results.csv") as f:
     records = list(csv.DictReader(f))
@@ -218,15 +239,19 @@ def test_tuning_compares_defaults_and_tuned_without_the_eval_split(
   tuned = [r for r in records if r["setting"] == "tuned"]
   assert float(tuned[0]["dense_learning_rate"]) == pytest.approx(
       best["params"]["dense_learning_rate"])
-  # Tuning that keeps the defaults reuses their runs.
-  made_by = "defaults" if best is validated else "tuned"
+  assert int(tuned[0]["epochs"]) == epochs
+  # Tuning that keeps the defaults at all epochs reuses their runs.
+  made_by = ("defaults" if best is validated and epochs == setup.epochs
+             else "tuned")
   with open(out / "runs" / f"dnn_{made_by}_seed0" / "train_config.json"
             ) as f:
     used = json.load(f)
   assert used["eval_files"] == os.path.join(data, "eval-*")
   assert used["model_config"]["dense_l2"] == best["params"]["dense_l2"]
+  assert used["epochs"] == epochs and not used["eval_every_epoch"]
   table = (out / "results.md").read_text()
   assert "| DNN | " in table and "AUC tuned" in table
+  assert f"| {epochs} | {value:.4f} (" in table
   assert "AUC candidate" in table and "Candidate: dropout 0.10" in table
 
   # A rerun keeps every trial and run.
