@@ -5,8 +5,8 @@
 # nothing the ids do not): the ablation (cumulative ladder, each component
 # alone, iso-compute RankUp) and the tuned comparison with the candidate
 # defaults. Every step resumes where a killed run stopped. Rough times on 2
-# quiet CPU cores: Criteo ablation 15 min and tuning 25 min; per synthetic
-# teacher, ablation about 1.5 h and tuning about 2 h.
+# quiet CPU cores: Criteo ablation 15 min and tuning 35 min; per synthetic
+# teacher, ablation about 1.5 h and tuning about 2.5 h.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p runs

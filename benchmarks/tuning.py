@@ -31,8 +31,9 @@ RankUp, configured as in the ablation ladder with the same T, D, L, d):
    epoch count), and is evaluated on the eval split.
 
 --output_dir gets trials.json (the splits, the search space, every trial
-and repeat: setting, validation AUC after each epoch, time), runs.json (the seed runs' summaries),
-results.csv (one line per model, setting, seed and task) and results.md
+and repeat: setting, seed, validation AUC after each epoch, time),
+runs.json (the seed runs' summaries), results.csv (one line per model,
+setting, seed and task) and results.md
 (defaults and tuned side by side, mean +- std AUC and GAUC per task, the
 best setting per model). Each trial and run is written down when it ends;
 with --resume (the default) a rerun keeps them and runs only the rest (the
@@ -237,6 +238,29 @@ def _curve(setup: common.Setup, model_dir: str, task: str) -> List[List]:
           for epoch, h in enumerate(history, 1)]
 
 
+def _best_point(curve: List[List]) -> Tuple[Optional[float], Optional[int]]:
+  """(best AUC, its epochs) of a curve; (None, None) when it has no
+  finite point."""
+  points = [(auc, epochs) for epochs, auc in curve
+            if auc is not None and auc == auc]
+  if not points:
+    return None, None
+  return max(points, key=lambda p: (p[0], -p[1]))
+
+
+def _mean_curve(runs: List[Dict]) -> List[List]:
+  """The runs' curves averaged point by point; a point where any run has
+  no AUC (it diverged) has none."""
+  if any(not r["curve"] for r in runs):
+    return []
+  mean = []
+  for points in zip(*(r["curve"] for r in runs)):
+    values = [auc for _, auc in points]
+    finite = all(v is not None and v == v for v in values)
+    mean.append([points[0][0], float(np.mean(values)) if finite else None])
+  return mean
+
+
 def _trial(setup: common.Setup, row: Row, split: Dict, number,
            params: Dict[str, float], seed: int) -> Dict:
   """One validation run of a setting at a seed; its value is the best
@@ -270,29 +294,6 @@ def _trial(setup: common.Setup, row: Row, split: Dict, number,
           "model_dir": model_dir, "row_config": common.row_config(row)}
 
 
-def _best_point(curve: List[List]) -> Tuple[Optional[float], Optional[int]]:
-  """(best AUC, its epochs) of a curve; (None, None) when it has no
-  finite point."""
-  points = [(auc, epochs) for epochs, auc in curve
-            if auc is not None and auc == auc]
-  if not points:
-    return None, None
-  return max(points, key=lambda p: (p[0], -p[1]))
-
-
-def _mean_curve(runs: List[Dict]) -> List[List]:
-  """The runs' curves averaged point by point; a point where any run has
-  no AUC (it diverged) has none."""
-  if any(not r["curve"] for r in runs):
-    return []
-  mean = []
-  for points in zip(*(r["curve"] for r in runs)):
-    values = [auc for _, auc in points]
-    finite = all(v is not None and v == v for v in values)
-    mean.append([points[0][0], float(np.mean(values)) if finite else None])
-  return mean
-
-
 def tune(setup: common.Setup, budget: Budget, row: Row, split: Dict,
          log: Dict) -> Dict:
   """Runs the row's missing trials, its defaults' validation run and the
@@ -320,30 +321,38 @@ def tune(setup: common.Setup, budget: Budget, row: Row, split: Dict,
     validated[row.name] = _trial(setup, row, split, "defaults",
                                  defaults(setup, row), seed)
     _write(path, log)
-  trials = [t for t in history[:budget.trials] if t["value"] is not None]
-  finalists = [t for t in [validated[row.name]] if t["value"] is not None
-               ] + sorted(
-      trials, key=lambda t: -t["value"])[:budget.finalists]
+  trials = sorted((t for t in history[:budget.trials]
+                   if t["value"] is not None), key=lambda t: -t["value"])
+  finalists = [t for t in [validated[row.name]] + trials[:budget.finalists]
+               if t["value"] is not None]
   picks = []
   for finalist in finalists:
     runs = [finalist]
     for repeat_seed in range(seed + 1, seed + budget.repeats):
-      done = [r for r in repeats if r["number"] == finalist["number"]
-              and r["seed"] == repeat_seed]
-      if not done:
-        done = [_trial(setup, row, split, finalist["number"],
-                       finalist["params"], repeat_seed)]
-        repeats.append(done[0])
-        _write(path, log)
-      runs.append(done[0])
+      runs.append(_repeat(setup, row, split, finalist, repeat_seed,
+                          repeats, lambda: _write(path, log)))
     value, epochs = _best_point(_mean_curve(runs))
     if value is not None:
       picks.append({"number": finalist["number"],
                     "params": finalist["params"], "value": value,
-                    "epochs": epochs, "runs": len(runs)})
+                    "epochs": epochs})
   if not picks:
     raise RuntimeError(f"Every finalist of {row.name} failed; see {path}.")
   return max(picks, key=lambda p: p["value"])
+
+
+def _repeat(setup: common.Setup, row: Row, split: Dict, finalist: Dict,
+            seed: int, repeats: List[Dict], save) -> Dict:
+  """The finalist's validation run at `seed`: the recorded one, else a new
+  one, recorded and saved."""
+  for run in repeats:
+    if run["number"] == finalist["number"] and run["seed"] == seed:
+      return run
+  run = _trial(setup, row, split, finalist["number"], finalist["params"],
+               seed)
+  repeats.append(run)
+  save()
+  return run
 
 
 def seed_runs(setup: common.Setup, row: Row, setting: str,

@@ -270,6 +270,21 @@ def test_tuning_compares_defaults_and_tuned_without_the_eval_split(
     tuning.study(setup, budget)
 
 
+def test_tuning_pick_skips_epochs_a_repeat_did_not_score():
+  # A repeat that diverged after epoch 1 leaves epoch 2 without a mean.
+  runs = [{"curve": [[1, 0.70], [2, 0.74]]},
+          {"curve": [[1, 0.72], [2, None]]}]
+  mean = tuning._mean_curve(runs)
+  assert [epochs for epochs, _ in mean] == [1, 2]
+  assert mean[0][1] == pytest.approx(0.71) and mean[1][1] is None
+  assert tuning._best_point(mean) == (pytest.approx(0.71), 1)
+  # A run that failed before its first evaluation disqualifies the setting.
+  assert tuning._best_point(tuning._mean_curve(
+      runs + [{"curve": []}])) == (None, None)
+  # Equal AUCs: the shorter run.
+  assert tuning._best_point([[1, 0.7], [2, 0.7]]) == (0.7, 1)
+
+
 def test_ablation_resume_reruns_only_rows_whose_config_changed(
     data, tmp_path, monkeypatch):
   made = []
