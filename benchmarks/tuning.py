@@ -487,6 +487,14 @@ def write_results(setup: common.Setup, budget: Budget, rows: List[Row],
     f.write("\n".join(lines) + "\n")
 
 
+def _validation_runs(log: Dict) -> List[Dict]:
+  """Every trial, defaults run and repeat recorded in trials.json."""
+  return ([t for trials in log["trials"].values() for t in trials]
+          + list(log.get("defaults", {}).values())
+          + [r for repeats in log.get("repeats", {}).values()
+             for r in repeats])
+
+
 def study(setup: common.Setup, budget: Budget) -> None:
   """Tunes every model, runs the seeds, writes the results."""
   os.makedirs(setup.output_dir, exist_ok=True)
@@ -498,6 +506,11 @@ def study(setup: common.Setup, budget: Budget) -> None:
   space = {k: repr(v) for k, v in SEARCH_SPACE.items()}
   log = _load(os.path.join(setup.output_dir, "trials.json"), setup.resume,
               None)
+  if log and any("curve" not in t for t in _validation_runs(log)):
+    raise ValueError(
+        f"{setup.output_dir}/trials.json was written by an older "
+        "benchmarks.tuning (its validation runs have no per-epoch curve); "
+        "use another --output_dir or --noresume.")
   if log and (log["splits"] != split or log["search_space"] != space):
     raise ValueError(
         f"{setup.output_dir}/trials.json was made with other splits or "

@@ -270,6 +270,18 @@ def test_tuning_compares_defaults_and_tuned_without_the_eval_split(
     tuning.study(setup, budget)
 
 
+def test_tuning_refuses_to_resume_a_study_of_the_older_format(data,
+                                                              tmp_path):
+  out = tmp_path / "old"
+  out.mkdir()
+  # Written before validation runs were scored per epoch: no curve.
+  (out / "trials.json").write_text(json.dumps({
+      "trials": {"dnn": [{"number": 0, "params": {}, "value": 0.7}]}}))
+  setup = _setup(data, out, models=("dnn",))
+  with pytest.raises(ValueError, match="older benchmarks.tuning"):
+    tuning.study(setup, tuning.Budget(trials=1))
+
+
 def test_tuning_pick_skips_epochs_a_repeat_did_not_score():
   # A repeat that diverged after epoch 1 leaves epoch 2 without a mean.
   runs = [{"curve": [[1, 0.70], [2, 0.74]]},
