@@ -241,8 +241,7 @@ def _curve(setup: common.Setup, model_dir: str, task: str) -> List[List]:
 def _best_point(curve: List[List]) -> Tuple[Optional[float], Optional[int]]:
   """(best AUC, its epochs) of a curve; (None, None) when it has no
   finite point."""
-  points = [(auc, epochs) for epochs, auc in curve
-            if auc is not None and auc == auc]
+  points = [(auc, epochs) for epochs, auc in curve if common.finite([auc])]
   if not points:
     return None, None
   return max(points, key=lambda p: (p[0], -p[1]))
@@ -256,7 +255,7 @@ def _mean_curve(runs: List[Dict]) -> List[List]:
   mean = []
   for points in zip(*(r["curve"] for r in runs)):
     values = [auc for _, auc in points]
-    finite = all(v is not None and v == v for v in values)
+    finite = len(common.finite(values)) == len(values)
     mean.append([points[0][0], float(np.mean(values)) if finite else None])
   return mean
 
