@@ -120,7 +120,10 @@ class Component(NamedTuple):
 
 
 # In ladder order. num_embedding_views is not a component field: the
-# default (0) gives every view that has a role its own table.
+# default (0) gives every view that has a role its own table. The pre-LN
+# blocks bring num_dense_tokens (the dense inputs' share of the tokens):
+# they give every token an equal say in the mixer, which post-LN blocks do
+# not (docs/design.md).
 COMPONENTS = (
     Component("random_split", "random permutation split",
               frozenset({"split"}), True),
@@ -132,7 +135,8 @@ COMPONENTS = (
               frozenset({"sparse_cross_tokens"}), False),
     Component("task_tokens", "task tokens", frozenset({"task_tokens"}), True),
     Component("swiglu", "pre-LN SwiGLU blocks",
-              frozenset({"block", "ffn_activation", "final_norm"}), True),
+              frozenset({"block", "ffn_activation", "final_norm",
+                         "num_dense_tokens"}), True),
 )
 
 

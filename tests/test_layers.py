@@ -248,7 +248,7 @@ def _all_layers():
       (layers.GlobalToken(8, "fwfm"), view),
       (layers.GlobalToken(8, "dcn"), view),
       (layers.CrossedPretrainedToken(8), [(vec, vec * 2)]),
-      (layers.DenseToken(8), vec),
+      (layers.DenseToken(8, num_tokens=2), vec),
       (layers.TaskTokens(2, 8), vec),
       (layers.TokenMixing(), tokens),
       (layers.PerTokenFFN(2, "gelu"), tokens),
@@ -412,6 +412,23 @@ def test_fwfm_global_token_weights_every_field_pair():
   with tf.GradientTape() as tape:
     loss = tf.reduce_sum(tf.square(fwfm(e)))
   assert np.all(tape.gradient(loss, fwfm.pair_weights).numpy() != 0)
+
+
+def test_dense_tokens_are_separate_projections_of_all_dense_inputs():
+  dense = np.random.default_rng(9).normal(size=(5, 7)).astype(np.float32)
+  one, three = layers.DenseToken(4), layers.DenseToken(4, num_tokens=3)
+  assert one(dense).shape == [5, 1, 4] and three(dense).shape == [5, 3, 4]
+  # One token keeps the [inputs, D] kernel of checkpoints made before
+  # num_tokens existed.
+  assert one.weights[0].shape == [7, 4]
+  kernel, bias = three.get_weights()
+  for t in range(3):
+    cols = slice(4 * t, 4 * (t + 1))
+    np.testing.assert_allclose(three(dense)[:, t],
+                               dense @ kernel[:, cols] + bias[cols],
+                               rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="num_tokens must be >= 1, got 0"):
+    layers.DenseToken(4, num_tokens=0)
 
 
 def test_multi_embedding_rejects_no_views_and_unknown_fields():

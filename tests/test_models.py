@@ -10,6 +10,7 @@ import tensorflow_recommenders as tfrs
 import rankup_tf
 from rankup_tf import features as features_lib
 from rankup_tf import models
+from rankup_tf.data import criteo_to_tfrecord
 from rankup_tf.data import synthetic
 from tests import tfexamples
 
@@ -129,7 +130,7 @@ def test_view_embedding_dims_size_each_views_table_and_train(schema, batch):
     (dict(num_embedding_views=3, cross_tokens=False),
      r"view\(s\) \[3\] would feed nothing"),
     (dict(num_tokens=4, token_dim=16), "num_tokens=4 leaves no sparse tokens"),
-    (dict(num_tokens=16, token_dim=32),
+    (dict(num_tokens=16, token_dim=32, num_dense_tokens=1),
      "asks for 10 sparse tokens but the schema has 5 sparse fields"),
     (dict(split="hash"), "Unknown split 'hash'"),
     (dict(block="transformer"), "Unknown block style 'transformer'"),
@@ -183,6 +184,32 @@ def test_parameter_counts_and_flops(schema):
   matmul_flops = 2 * ffn_params
   assert matmul_flops + 192 + 128 <= extra_flops <= (
       matmul_flops + 12 * (128 + 2 * 64))
+
+
+def test_dense_inputs_get_their_share_of_the_free_tokens(schema):
+  criteo = criteo_to_tfrecord.criteo_schema(hash_buckets=10)  # 26 + 13
+  token = dict(num_tokens=16, token_dim=64, **SMALL)
+  # Global and task tokens leave 14: 13/39 of them is 4.67, rounded down.
+  full = models.RankUpModel(criteo, models.RankUpConfig(**token))
+  assert full.token_counts == {"global": 1, "cross": 0, "task": 1,
+                               "dense": 4, "sparse": 10}
+  full.build_from_schema()
+  assert full.dense_token.weights[0].shape == [13, 4 * 64]
+  # An explicit count; RankMixer keeps its one dense token.
+  five = models.RankUpModel(criteo, models.RankUpConfig(
+      num_dense_tokens=5, **token))
+  assert (five.token_counts["dense"], five.token_counts["sparse"]) == (5, 9)
+  rankmixer = models.RankMixerModel(criteo, models.RankMixerConfig(**token))
+  assert rankmixer.token_counts["dense"] == 1
+  # Few dense inputs (3 fields, 2 vectors) still get one token; none
+  # without dense_token.
+  assert models.RankUpModel(schema, LADDER["full_rankup"][1]
+                            ).token_counts["dense"] == 1
+  assert models.RankUpModel(criteo, models.RankUpConfig(
+      dense_token=False, **token)).token_counts["dense"] == 0
+  with pytest.raises(ValueError, match="num_dense_tokens must be >= 0"):
+    models.RankUpModel(criteo, models.RankUpConfig(num_dense_tokens=-1,
+                                                   **token))
 
 
 def test_final_norm_normalizes_what_the_towers_read(schema, batch):

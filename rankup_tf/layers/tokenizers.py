@@ -407,24 +407,31 @@ class CrossedPretrainedToken(keras.layers.Layer):
 @keras.saving.register_keras_serializable("rankup_tf")
 class DenseToken(keras.layers.Layer):
   """Dense inputs (normalized dense fields, pretrained vectors) projected
-  into one token.
+  into `num_tokens` tokens, each by its own projection of all of them.
 
   Example:
 
   ```python
-  token = rankup_tf.layers.DenseToken(token_dim=32)(tf.random.normal([8, 6]))
-  # [8, 1, 32]
+  dense = tf.random.normal([8, 6])
+  token = rankup_tf.layers.DenseToken(token_dim=32)(dense)     # [8, 1, 32]
+  tokens = rankup_tf.layers.DenseToken(32, num_tokens=3)(dense)  # [8, 3, 32]
   ```
 
   `kernel_l2` is an L2 coefficient on the projection's kernel.
   """
 
-  def __init__(self, token_dim: int, kernel_l2: float = 0.0, **kwargs):
+  def __init__(self, token_dim: int, num_tokens: int = 1,
+               kernel_l2: float = 0.0, **kwargs):
     super().__init__(**kwargs)
+    if num_tokens < 1:
+      raise ValueError(f"DenseToken: num_tokens must be >= 1, got "
+                       f"{num_tokens}.")
     self.token_dim = token_dim
+    self.num_tokens = num_tokens
     self.kernel_l2 = kernel_l2
+    # One matmul for all tokens; num_tokens=1 keeps the [in, D] kernel.
     self._project = keras.layers.Dense(
-        token_dim, name="project",
+        num_tokens * token_dim, name="project",
         kernel_regularizer=backbone.kernel_regularizer(kernel_l2))
 
   def build(self, input_shape):
@@ -432,11 +439,12 @@ class DenseToken(keras.layers.Layer):
     super().build(input_shape)
 
   def call(self, dense: tf.Tensor) -> tf.Tensor:
-    return self._project(dense)[:, tf.newaxis]
+    return tf.reshape(self._project(dense),
+                      [-1, self.num_tokens, self.token_dim])
 
   def get_config(self):
     return dict(super().get_config(), token_dim=self.token_dim,
-                kernel_l2=self.kernel_l2)
+                num_tokens=self.num_tokens, kernel_l2=self.kernel_l2)
 
 
 @keras.saving.register_keras_serializable("rankup_tf")

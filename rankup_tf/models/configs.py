@@ -130,9 +130,10 @@ class TokenModelConfig(ModelConfig):
     token_dim: D.
     num_layers: L blocks.
     ffn_expansion: k, per-token FFN width kD.
-    dense_token: one token projecting the dense features and pretrained
-      vectors (if the schema has some); without it a model sees the
-      pretrained vectors only through cross tokens.
+    dense_token: token(s) projecting the dense features and pretrained
+      vectors (if the schema has some; RankMixer one, RankUp
+      `num_dense_tokens`); without them a model sees the pretrained vectors
+      only through cross tokens.
     num_experts: 0 for a per-token FFN, E > 0 for a sparse MoE FFN (its
       experts use the block's FFN activation).
     moe_l1_penalty: lambda of the MoE gate penalty.
@@ -178,6 +179,14 @@ class RankUpConfig(TokenModelConfig):
       before the towers (pre-LN blocks leave the residual stream
       unnormalized; post-LN blocks already end in a LayerNorm).
     ffn_activation: "swiglu" or "gelu"; empty picks the block's own.
+    num_dense_tokens: with dense_token, the tokens that project the dense
+      features and pretrained vectors (each its own projection of all of
+      them). 0 (the default): their share of the tokens that global, cross
+      and task tokens leave, counting each dense field and pretrained
+      vector as one field, rounded down, at least 1. Pre-LN blocks
+      normalize every token before the mixer, so each token has an equal
+      say: one token for many dense fields (Criteo: 13 of 39) starves them
+      (docs/design.md).
   """
   num_embedding_views: int = config_field(
       0, help_text="K: embedding views (1 = single embedding; 0 = every "
@@ -208,6 +217,9 @@ class RankUpConfig(TokenModelConfig):
   ffn_activation: str = config_field(
       "", help_text="Per-token FFN activation (empty: the block's own).",
       choices=("", "gelu", "swiglu"))
+  num_dense_tokens: int = config_field(
+      0, help_text="Dense-input tokens (0: the dense fields' and "
+      "pretrained vectors' share of the free tokens, rounded down, >= 1).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,7 +233,7 @@ class RankMixerConfig(TokenModelConfig):
         **dataclasses.asdict(self), num_embedding_views=1, split="semantic",
         global_token=False, cross_tokens=False, sparse_cross_tokens=False,
         task_tokens=False, block="rankmixer", final_norm=False,
-        ffn_activation="gelu")
+        ffn_activation="gelu", num_dense_tokens=1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,10 +20,11 @@ class RankUpModel(base.RankingModel):
 
   Token sequence, in order (T = num_tokens in all):
 
-      [global] + T_s sparse tokens + [dense] + [one per cross pair]
+      [global] + T_s sparse tokens + [T_d dense] + [one per cross pair]
       + [one per task]
 
-  T_s is what the optional tokens leave of T. Tokens go through L blocks
+  T_d is `num_dense_tokens` (by default the dense inputs' share of the
+  fields); T_s is what the other tokens leave of T. Tokens go through L blocks
   (RankUp pre-LN SwiGLU, then a final LayerNorm, or RankMixer post-LN
   GELU); tower k reads task token k and the mean of the shared tokens (or,
   without task tokens, the mean of all tokens).
@@ -71,9 +72,9 @@ class RankUpModel(base.RankingModel):
     self.global_token = (tokenizers.GlobalToken(
         c.token_dim, c.global_token_func, kernel_l2=l2, name="global_token")
                          if c.global_token else None)
-    self.dense_token = (tokenizers.DenseToken(c.token_dim, kernel_l2=l2,
-                                              name="dense_token")
-                        if self._token_counts["dense"] else None)
+    self.dense_token = (tokenizers.DenseToken(
+        c.token_dim, self._token_counts["dense"], kernel_l2=l2,
+        name="dense_token") if self._token_counts["dense"] else None)
     self.cross_token = (tokenizers.CrossedPretrainedToken(
         c.token_dim, kernel_l2=l2, name="cross_tokens")
                         if self._token_counts["cross"] else None)
@@ -135,11 +136,10 @@ class RankUpModel(base.RankingModel):
 
   def _count_tokens(self, c: configs.RankUpConfig) -> Dict[str, int]:
     counts = {"global": int(c.global_token),
-              "dense": int(c.dense_token and bool(
-                  self.schema.dense_features
-                  or self.schema.pretrained_features)),
               "cross": len(self.sparse_crosses) + len(self.pretrained_crosses),
               "task": len(self.schema.tasks) if c.task_tokens else 0}
+    counts["dense"] = self._count_dense_tokens(
+        c, c.num_tokens - sum(counts.values()))
     others = sum(counts.values())
     counts["sparse"] = c.num_tokens - others
     if counts["sparse"] < 1:
@@ -163,6 +163,23 @@ class RankUpModel(base.RankingModel):
           f"With D={c.token_dim}, T can be one of {divisors}; or pick D as a "
           f"multiple of {c.num_tokens}.")
     return counts
+
+  def _count_dense_tokens(self, c: configs.RankUpConfig, free: int) -> int:
+    """c.num_dense_tokens, or for 0 the dense inputs' share of the `free`
+    tokens (those global, cross and task tokens leave), each dense field and
+    pretrained vector counting as one field: rounded down (never more than
+    their share), at least 1. 0 without a dense token."""
+    if c.num_dense_tokens < 0:
+      raise ValueError(f"num_dense_tokens must be >= 0 (0: their share of "
+                       f"the fields), got {c.num_dense_tokens}.")
+    dense_inputs = (len(self.schema.dense_features)
+                    + len(self.schema.pretrained_features))
+    if not (c.dense_token and dense_inputs):
+      return 0
+    if c.num_dense_tokens:
+      return c.num_dense_tokens
+    fields = dense_inputs + len(self.schema.sparse_features)
+    return max(1, free * dense_inputs // fields)
 
   def _view_features(self, c: configs.RankUpConfig) -> List[List[str]]:
     views = [[] for _ in range(self.num_embedding_views)]
