@@ -19,7 +19,8 @@ def model_from_model_dir(model_dir: str, checkpoint: str = ""
   Raises:
     FileNotFoundError: no train_config.json or no checkpoint.
     ValueError: the checkpoint lacks weights of the model the config
-      describes (a config and a checkpoint of different runs or code).
+      describes, or holds them in other shapes (a config and a checkpoint
+      of different runs or code).
   """
   model, schema = run_dir.build_model(model_dir)
   if checkpoint:
@@ -31,9 +32,18 @@ def model_from_model_dir(model_dir: str, checkpoint: str = ""
     if checkpoint is None:
       raise FileNotFoundError(f"No checkpoint under {model_dir}/"
                               f"{run_dir.CHECKPOINT_DIR}.")
+  config_file = os.path.join(model_dir, run_dir.CONFIG_FILE)
   # read(), not restore(): checkpoints written with write() (the best
   # ones) hold no save_counter, which is not a model weight.
-  status = tf.train.Checkpoint(model=model).read(checkpoint)
+  try:
+    status = tf.train.Checkpoint(model=model).read(checkpoint)
+  except ValueError as e:
+    raise ValueError(
+        f"{checkpoint} does not fit the model {config_file} describes: {e} "
+        "A checkpoint written before a default changed restores once the "
+        "config pins the old value (e.g. \"num_dense_tokens\": 1 for a "
+        "RankUp checkpoint from before dense tokens got their share)."
+    ) from None
   # The optimizer's slots in the checkpoint are not needed here; a model
   # weight missing from it would serve its initial value.
   status.expect_partial()
@@ -42,6 +52,6 @@ def model_from_model_dir(model_dir: str, checkpoint: str = ""
   except AssertionError as e:
     raise ValueError(
         f"{checkpoint} does not hold every weight of the model "
-        f"{os.path.join(model_dir, run_dir.CONFIG_FILE)} describes; were "
-        f"they written by different runs or versions? {e}") from None
+        f"{config_file} describes; were they written by different runs or "
+        f"versions? {e}") from None
   return model, schema

@@ -89,6 +89,14 @@ def test_a_checkpoint_missing_a_weight_of_the_config_is_refused(trained,
   with pytest.raises(ValueError, match=re.escape(checkpoint)
                      + ".*does not hold every weight"):
     restore.model_from_model_dir(model_dir)
+  # Weights of other shapes (two dense tokens where it trained one) are
+  # refused too, naming the checkpoint and the weight.
+  train_config.TrainConfig(
+      train_files=trained["data"], schema="unused", model_dir=model_dir,
+      model_config=dataclasses.replace(no_norm, num_dense_tokens=2)).save()
+  with pytest.raises(ValueError, match=re.escape(checkpoint)
+                     + ".*does not fit the model.*dense_token"):
+    restore.model_from_model_dir(model_dir)
 
 
 @pytest.fixture(scope="module")
