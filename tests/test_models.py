@@ -191,8 +191,8 @@ def test_dense_inputs_get_their_share_of_the_free_tokens(schema):
   token = dict(num_tokens=16, token_dim=64, **SMALL)
   # Global and task tokens leave 14: 13/39 of them is 4.67, rounded down.
   full = models.RankUpModel(criteo, models.RankUpConfig(**token))
-  assert full.token_counts == {"global": 1, "cross": 0, "task": 1,
-                               "dense": 4, "sparse": 10}
+  assert full.token_counts == {"global": 1, "dense": 4, "cross": 0,
+                               "task": 1, "sparse": 10}
   full.build_from_schema()
   assert full.dense_token.weights[0].shape == [13, 4 * 64]
   # An explicit count; RankMixer keeps its one dense token.

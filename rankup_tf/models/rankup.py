@@ -135,7 +135,7 @@ class RankUpModel(base.RankingModel):
           + f". Use num_embedding_views={len(used)}.")
 
   def _count_tokens(self, c: configs.RankUpConfig) -> Dict[str, int]:
-    counts = {"global": int(c.global_token),
+    counts = {"global": int(c.global_token), "dense": 0,
               "cross": len(self.sparse_crosses) + len(self.pretrained_crosses),
               "task": len(self.schema.tasks) if c.task_tokens else 0}
     counts["dense"] = self._count_dense_tokens(
