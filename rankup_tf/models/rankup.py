@@ -135,6 +135,8 @@ class RankUpModel(base.RankingModel):
           + f". Use num_embedding_views={len(used)}.")
 
   def _count_tokens(self, c: configs.RankUpConfig) -> Dict[str, int]:
+    # "dense" is set below, from what the other tokens leave; listed here
+    # to keep the order of the token sequence.
     counts = {"global": int(c.global_token), "dense": 0,
               "cross": len(self.sparse_crosses) + len(self.pretrained_crosses),
               "task": len(self.schema.tasks) if c.task_tokens else 0}
