@@ -51,6 +51,9 @@ def define_flags() -> None:
   flags.DEFINE_boolean("resume", True, "Keep the runs already recorded in "
                        "--output_dir (made with the row's current config) "
                        "and run only the rest.")
+  flags.DEFINE_boolean("deterministic_input", False, "Train every run on "
+                       "its input in one order set by its seed, so a seed "
+                       "reproduces its run.")
   flags.mark_flags_as_required(["data_dir", "output_dir"])
 
 
@@ -68,6 +71,7 @@ class Setup:
   dense_learning_rate: float = 1e-3
   models: Tuple[str, ...] = ()
   resume: bool = True
+  deterministic_input: bool = False
 
   @classmethod
   def from_flags(cls) -> "Setup":
@@ -78,7 +82,8 @@ class Setup:
                token=token_shape(FLAGS.num_tokens, FLAGS.token_dim,
                                  FLAGS.num_layers, FLAGS.embedding_dim),
                dense_learning_rate=FLAGS.dense_learning_rate,
-               models=tuple(FLAGS.models), resume=FLAGS.resume)
+               models=tuple(FLAGS.models), resume=FLAGS.resume,
+               deterministic_input=FLAGS.deterministic_input)
 
   @property
   def schema_path(self) -> str:
@@ -221,6 +226,7 @@ def train_config(setup: Setup, row: Row, seed: int, model_dir: str,
       model_config=config, global_batch_size=setup.global_batch_size,
       train_steps=setup.train_steps, epochs=setup.epochs, seed=seed,
       dense_learning_rate=setup.dense_learning_rate,
+      deterministic_input=setup.deterministic_input,
       checkpoint_every_n_steps=10 ** 6)
   values.update(overrides)
   return config_lib.TrainConfig(**values)

@@ -178,7 +178,8 @@ def test_tuning_compares_defaults_and_tuned_without_the_eval_split(
   out = tmp_path / "tuning"
   # Two epochs: the validation runs are scored after each, and the epoch
   # count is picked with the setting.
-  setup = _setup(data, out, models=("dnn",), train_steps=0, epochs=2)
+  setup = _setup(data, out, models=("dnn",), train_steps=0, epochs=2,
+                 deterministic_input=True)
   budget = tuning.Budget(trials=1, finalists=1, repeats=2,
                          candidate={"dropout": 0.1})
   tuning.study(setup, budget)
@@ -210,7 +211,7 @@ def test_tuning_compares_defaults_and_tuned_without_the_eval_split(
     assert used["train_files"] == split["train"][0]
     assert used["eval_files"] == split["validation"][0]
     assert used["eval_every_epoch"] and used["epochs"] == 2
-    assert used["seed"] == run["seed"]
+    assert used["seed"] == run["seed"] and used["deterministic_input"]
     assert used["model_config"]["dropout"] == run["params"]["dropout"]
     assert [epochs for epochs, _ in run["curve"]] == [1, 2]
     assert run["value"] == max(auc for _, auc in run["curve"])

@@ -63,6 +63,10 @@ class TrainConfig:
     jit_compile: XLA-compile the model after its embedding lookups (the
       lookups and the sparse optimizer's updates have no XLA kernels).
     seed: seeds TensorFlow and the input shuffle.
+    deterministic_input: read the training input in one order, set by
+      seed, instead of the fastest (parallel reads finish in any order):
+      two runs of one seed then see the same batches. On this project's
+      CPU they then end with the same metrics (docs/results.md).
   Attributes (run):
     model_dir: checkpoints, logs, train_config.json, metrics.json.
     export_dir: SavedModel export base ('' : no export).
@@ -128,6 +132,10 @@ class TrainConfig:
   jit_compile: bool = _field(False, help_text="XLA-compile the model after "
                              "its embedding lookups.")
   seed: int = _field(0, help_text="Random seed.")
+  deterministic_input: bool = _field(
+      False, help_text="Read the training input in one order set by --seed, "
+      "so a seed reproduces its run (the parallel reads wait for each "
+      "other).")
   export_dir: str = _field("", help_text="SavedModel export base (empty: "
                            "no export).")
   model_name: str = _field("rankup", help_text="Served model name.")

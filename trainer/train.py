@@ -304,7 +304,7 @@ def run(config: config_lib.TrainConfig,
         config.train_files, schema,
         context.get_per_replica_batch_size(config.global_batch_size),
         repeat=True, input_context=context, seed=config.seed,
-        bad_records=bad_records)
+        deterministic=config.deterministic_input, bad_records=bad_records)
 
   checkpoint_dir = os.path.join(work_dir, run_dir.CHECKPOINT_DIR)
   backup_dir = os.path.join(config.model_dir, run_dir.BACKUP_DIR)
