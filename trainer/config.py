@@ -65,8 +65,9 @@ class TrainConfig:
     seed: seeds TensorFlow and the input shuffle.
     deterministic_input: read the training input in one order, set by
       seed, instead of the fastest (parallel reads finish in any order):
-      two runs of one seed then see the same batches. On this project's
-      CPU they then end with the same metrics (docs/results.md).
+      two uninterrupted runs of one seed then see the same batches. On
+      this project's CPU they then end with the same metrics
+      (docs/results.md).
   Attributes (run):
     model_dir: checkpoints, logs, train_config.json, metrics.json.
     export_dir: SavedModel export base ('' : no export).
