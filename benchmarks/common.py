@@ -48,6 +48,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("embedding_dim", 16, "d of every model.")
   flags.DEFINE_float("dense_learning_rate", 1e-3, "Dense learning rate "
                      "(the default setting).")
+  flags.DEFINE_enum("dense_learning_rate_decay", "none",
+                    list(config_lib.LEARNING_RATE_DECAYS),
+                    "Dense learning rate schedule of every run.")
   flags.DEFINE_boolean("resume", True, "Keep the runs already recorded in "
                        "--output_dir (made with the row's current config) "
                        "and run only the rest.")
@@ -69,6 +72,7 @@ class Setup:
   token: Dict = dataclasses.field(default_factory=lambda: token_shape(
       16, 64, 2, 16))
   dense_learning_rate: float = 1e-3
+  dense_learning_rate_decay: str = "none"
   models: Tuple[str, ...] = ()
   resume: bool = True
   deterministic_input: bool = False
@@ -82,6 +86,7 @@ class Setup:
                token=token_shape(FLAGS.num_tokens, FLAGS.token_dim,
                                  FLAGS.num_layers, FLAGS.embedding_dim),
                dense_learning_rate=FLAGS.dense_learning_rate,
+               dense_learning_rate_decay=FLAGS.dense_learning_rate_decay,
                models=tuple(FLAGS.models), resume=FLAGS.resume,
                deterministic_input=FLAGS.deterministic_input)
 
@@ -226,6 +231,7 @@ def train_config(setup: Setup, row: Row, seed: int, model_dir: str,
       model_config=config, global_batch_size=setup.global_batch_size,
       train_steps=setup.train_steps, epochs=setup.epochs, seed=seed,
       dense_learning_rate=setup.dense_learning_rate,
+      dense_learning_rate_decay=setup.dense_learning_rate_decay,
       deterministic_input=setup.deterministic_input,
       checkpoint_every_n_steps=10 ** 6)
   values.update(overrides)

@@ -16,7 +16,9 @@ RankUp, configured as in the ablation ladder with the same T, D, L, d):
    the same random start-up points. The defaults are validated the same way
    (one more run, kept apart from the sampler because their zero L2 lies
    outside the log-scaled space). With --epochs > 1 every validation run
-   is scored after each epoch, and the epoch count is tuned with the rest.
+   is scored after each epoch, and the epoch count is tuned with the rest
+   (not with --dense_learning_rate_decay=cosine: a run decays over its
+   whole length, so it is scored at its end, after --epochs).
 2. Selection. One validation run's AUC is too noisy to pick by (on a
    small log a trial that beat the defaults by 0.0002 lost to them by
    0.007 on the eval split), so the defaults and the --finalists best
@@ -224,7 +226,10 @@ def _load(path: str, resume: bool, default):
 
 
 def _per_epoch(setup: common.Setup) -> bool:
-  return setup.epochs > 1 and not setup.train_steps
+  # A decaying learning rate makes the run's length part of its schedule:
+  # epoch 2 of a 5-epoch run is not a 2-epoch run.
+  return (setup.epochs > 1 and not setup.train_steps
+          and setup.dense_learning_rate_decay == "none")
 
 
 def _curve(setup: common.Setup, model_dir: str, task: str) -> List[List]:

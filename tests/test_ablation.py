@@ -322,3 +322,20 @@ def test_ablation_resume_reruns_only_rows_whose_config_changed(
       if r.name == "dlrm" else r for r in baselines(emb)])
   ablation.ablate(setup, "ladder", 0.1)
   assert made == ["dnn_seed0", "dlrm_seed0", "dlrm_seed0"]
+
+
+def test_a_decaying_rate_scores_each_validation_run_at_its_end(data,
+                                                               tmp_path):
+  # Epoch 1 of a 2-epoch cosine run is not a 1-epoch run: the epoch count
+  # is not tuned, and the run carries the schedule.
+  setup = _setup(data, tmp_path, models=("dnn",), train_steps=0, epochs=2,
+                 dense_learning_rate_decay="cosine")
+  row = tuning.model_rows(setup)[0]
+  run = tuning._trial(setup, row, tuning.splits(setup, 1), 0,
+                      tuning.defaults(setup, row), seed=0)
+  with open(os.path.join(run["model_dir"], "train_config.json")) as f:
+    used = json.load(f)
+  assert used["dense_learning_rate_decay"] == "cosine"
+  assert used["epochs"] == 2 and not used["eval_every_epoch"]
+  assert [epochs for epochs, _ in run["curve"]] == [2]
+  assert run["epochs"] == 2 and run["value"] == run["curve"][0][1]

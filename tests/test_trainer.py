@@ -639,3 +639,50 @@ def test_deterministic_input_makes_a_seed_reproduce_its_run(data_dir,
   first, second = run("first"), run("second")
   assert first == second
   assert {m for task in first.values() for m in task} >= {"auc", "logloss"}
+
+
+def _dense_and_sparse(optimizer):
+  (sparse, _), (dense, _) = optimizer._optimizers_and_vars
+  return dense, sparse
+
+
+def test_cosine_decay_halves_the_dense_rate_midway_and_needs_the_steps(
+    data_dir):
+  config = config_lib.TrainConfig(
+      train_files="t", schema="s", model_dir="m", dense_learning_rate=0.01,
+      sparse_learning_rate=0.05, dense_learning_rate_decay="cosine")
+  model = models.build_model(
+      "dnn", rankup_tf.Schema.load(f"{data_dir}/small.json"),
+      models.DNNConfig(embedding_dim=4, hidden_units=(8,)))
+  dense, sparse = _dense_and_sparse(
+      optimizers.make_optimizer(config, model, total_steps=10))
+  dense.iterations.assign(5)
+  sparse.iterations.assign(5)
+  assert float(dense._decayed_lr(tf.float32)) == pytest.approx(0.005)
+  assert float(sparse._decayed_lr(tf.float32)) == pytest.approx(0.05)
+  constant, _ = _dense_and_sparse(optimizers.make_optimizer(
+      dataclasses.replace(config, dense_learning_rate_decay="none"), model))
+  constant.iterations.assign(5)
+  assert float(constant._decayed_lr(tf.float32)) == pytest.approx(0.01)
+  with pytest.raises(ValueError, match="dense_learning_rate_decay='cosine' "
+                     r"needs the run's total steps \(got 0\)"):
+    optimizers.make_optimizer(config, model)
+
+
+def test_a_cosine_run_ends_with_its_dense_rate_at_zero(data_dir, tmp_path,
+                                                       monkeypatch):
+  made = []
+  real = optimizers.make_optimizer
+  monkeypatch.setattr(optimizers, "make_optimizer",
+                      lambda *args: made.append(real(*args)) or made[-1])
+  train.run(config_lib.TrainConfig(
+      train_files=f"{data_dir}/train-*", schema=f"{data_dir}/small.json",
+      model_dir=str(tmp_path / "run"), global_batch_size=64, train_steps=4,
+      dense_learning_rate_decay="cosine", model="dnn",
+      model_config=models.DNNConfig(embedding_dim=4, hidden_units=(8,),
+                                    tower_units=(8,))))
+  dense, sparse = _dense_and_sparse(made[0])
+  assert int(dense.iterations) == 4
+  assert float(dense._decayed_lr(tf.float32)) == pytest.approx(0.0,
+                                                               abs=1e-12)
+  assert float(sparse._decayed_lr(tf.float32)) == pytest.approx(0.05)

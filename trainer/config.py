@@ -30,6 +30,7 @@ STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device",
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 DENSE_OPTIMIZERS = ("adam", "rmsprop", "adagrad")
 SPARSE_OPTIMIZERS = ("adagrad", "sgd")
+LEARNING_RATE_DECAYS = ("none", "cosine")
 
 _field = model_configs.config_field
 
@@ -55,6 +56,10 @@ class TrainConfig:
     steps_per_epoch: steps per data epoch (0: rows in stats.json next to the
       schema // global_batch_size).
     dense_optimizer, dense_learning_rate: for every non-embedding weight.
+    dense_learning_rate_decay: none keeps dense_learning_rate; cosine
+      decays it to 0 over the run's planned steps, so the last steps
+      settle the weights instead of moving them as far as the first (the
+      sparse optimizer, Adagrad, already shrinks its own steps).
     sparse_optimizer, sparse_learning_rate: for the embedding tables.
     precision: float32, mixed_float16 or mixed_bfloat16 (mixed: that dtype
       for activations and matmuls; variables, embedding tables and the loss
@@ -121,6 +126,9 @@ class TrainConfig:
                                 "weights.", choices=DENSE_OPTIMIZERS)
   dense_learning_rate: float = _field(1e-3, help_text="Dense learning "
                                       "rate.")
+  dense_learning_rate_decay: str = _field(
+      "none", help_text="Dense learning rate schedule: none (constant) or "
+      "cosine (to 0 over the run's steps).", choices=LEARNING_RATE_DECAYS)
   sparse_optimizer: str = _field("adagrad", help_text="Optimizer of the "
                                  "embedding tables.",
                                  choices=SPARSE_OPTIMIZERS)

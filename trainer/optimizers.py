@@ -7,7 +7,7 @@ import tensorflow_recommenders as tfrs
 from rankup_tf.trainer import config as config_lib
 
 
-def _optimizer(kind: str, learning_rate: float):
+def _optimizer(kind: str, learning_rate):
   legacy = tf.keras.optimizers.legacy
   return {"adam": legacy.Adam, "rmsprop": legacy.RMSprop,
           "adagrad": legacy.Adagrad, "sgd": legacy.SGD}[kind](learning_rate)
@@ -44,12 +44,28 @@ class _CompositeOptimizer(tfrs.experimental.optimizers.CompositeOptimizer):
     return replica.merge_call(lambda _, *ops: tf.group(*ops), args=updates)
 
 
-def make_optimizer(config: config_lib.TrainConfig, model):
-  """The sparse optimizer on embedding tables, the dense one on the rest."""
+def _dense_learning_rate(config: config_lib.TrainConfig, total_steps: int):
+  if config.dense_learning_rate_decay == "none":
+    return config.dense_learning_rate
+  if total_steps < 1:
+    raise ValueError("dense_learning_rate_decay="
+                     f"{config.dense_learning_rate_decay!r} needs the run's "
+                     f"total steps (got {total_steps}).")
+  # Keyed on the dense optimizer's own step count, which a checkpoint
+  # restores, so a resumed run continues the schedule.
+  return tf.keras.optimizers.schedules.CosineDecay(
+      config.dense_learning_rate, total_steps)
+
+
+def make_optimizer(config: config_lib.TrainConfig, model,
+                   total_steps: int = 0):
+  """The sparse optimizer on embedding tables, the dense one on the rest;
+  `total_steps` (the run's planned steps) sets a decaying dense rate."""
   optimizer = _CompositeOptimizer([
       (_optimizer(config.sparse_optimizer, config.sparse_learning_rate),
        lambda: model.embedding_variables),
-      (_optimizer(config.dense_optimizer, config.dense_learning_rate),
+      (_optimizer(config.dense_optimizer,
+                  _dense_learning_rate(config, total_steps)),
        lambda: model.dense_variables),
   ])
   if config.precision == "mixed_float16":

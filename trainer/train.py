@@ -295,7 +295,8 @@ def run(config: config_lib.TrainConfig,
     model.build_from_schema()
     if config.jit_compile:
       model.use_xla()
-    model.compile(optimizer=optimizers.make_optimizer(config, model))
+    model.compile(optimizer=optimizers.make_optimizer(config, model,
+                                                      plan["total"]))
 
   bad_records = (input_pipeline.BadRecordCounter()
                  if config.skip_bad_records else None)
