@@ -327,15 +327,20 @@ def test_ablation_resume_reruns_only_rows_whose_config_changed(
 def test_a_decaying_rate_scores_each_validation_run_at_its_end(data,
                                                                tmp_path):
   # Epoch 1 of a 2-epoch cosine run is not a 1-epoch run: the epoch count
-  # is not tuned, and the run carries the schedule.
+  # is not tuned, and every run carries the schedule.
   setup = _setup(data, tmp_path, models=("dnn",), train_steps=0, epochs=2,
                  dense_learning_rate_decay="cosine")
+  assert tuning._per_epoch(dataclasses.replace(
+      setup, dense_learning_rate_decay="none"))
+  assert not tuning._per_epoch(setup)
   row = tuning.model_rows(setup)[0]
-  run = tuning._trial(setup, row, tuning.splits(setup, 1), 0,
-                      tuning.defaults(setup, row), seed=0)
-  with open(os.path.join(run["model_dir"], "train_config.json")) as f:
-    used = json.load(f)
-  assert used["dense_learning_rate_decay"] == "cosine"
-  assert used["epochs"] == 2 and not used["eval_every_epoch"]
-  assert [epochs for epochs, _ in run["curve"]] == [2]
-  assert run["epochs"] == 2 and run["value"] == run["curve"][0][1]
+  config = common.train_config(setup, row, 0, str(tmp_path / "run"),
+                               train_files="t", eval_files="v",
+                               eval_every_epoch=tuning._per_epoch(setup))
+  assert config.dense_learning_rate_decay == "cosine"
+  assert config.epochs == 2 and not config.eval_every_epoch
+  (tmp_path / "run").mkdir()
+  (tmp_path / "run" / "metrics.json").write_text(json.dumps({"history": [
+      {"tasks": {"click": {"auc": 0.61}}},
+      {"tasks": {"click": {"auc": 0.64}}}]}))
+  assert tuning._curve(setup, str(tmp_path / "run"), "click") == [[2, 0.64]]
