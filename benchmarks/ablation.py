@@ -159,7 +159,8 @@ def run_one(setup: common.Setup, row: Row, seed: int) -> Dict:
       train_files=os.path.join(setup.data_dir, "train-*"),
       eval_files=os.path.join(setup.data_dir, "eval-*"),
       erank_every_n_steps=10 ** 9 if erank else 0)
-  summary = dict(common.run(config), row_config=common.row_config(row))
+  summary = dict(common.run(config),
+                 made_with=common.provenance(setup, row))
   if erank:
     with open(os.path.join(model_dir, "erank.json")) as f:
       summary["erank"] = json.load(f)[-1]
@@ -393,10 +394,10 @@ def ablate(setup: common.Setup, ablation: str, tolerance: float) -> None:
       summaries = json.load(f)["runs"]
   for row in rows:
     kept = summaries.get(row.name, [])
-    current = [s for s in kept if common.made_with(s, row)]
+    current = [s for s in kept if common.made_with(s, setup, row)]
     if len(current) < len(kept):
       print(f"=== {row.label}: {len(kept) - len(current)} run(s) made "
-            "with another config, run again ===")
+            "with another config or run flags, run again ===")
       summaries[row.name] = current
     for seed in setup.seeds:
       if any(s["seed"] == seed for s in current):

@@ -52,8 +52,8 @@ def define_flags() -> None:
                     list(config_lib.LEARNING_RATE_DECAYS),
                     "Dense learning rate schedule of every run.")
   flags.DEFINE_boolean("resume", True, "Keep the runs already recorded in "
-                       "--output_dir (made with the row's current config) "
-                       "and run only the rest.")
+                       "--output_dir (made with the row's current config "
+                       "and these flags) and run only the rest.")
   flags.DEFINE_boolean("deterministic_input", False, "Train every run on "
                        "its input in one order set by its seed, so a seed "
                        "reproduces its run.")
@@ -90,6 +90,13 @@ class Setup:
                models=tuple(FLAGS.models), resume=FLAGS.resume,
                deterministic_input=FLAGS.deterministic_input)
 
+  def run_flags(self) -> Dict:
+    """The common flags that shape a run (not which runs, nor where)."""
+    return {f: getattr(self, f) for f in (
+        "data_dir", "epochs", "train_steps", "global_batch_size",
+        "dense_learning_rate", "dense_learning_rate_decay",
+        "deterministic_input")}
+
   @property
   def schema_path(self) -> str:
     return os.path.join(self.data_dir, "schema.json")
@@ -110,16 +117,18 @@ class Row(NamedTuple):
   label: str
 
 
-def row_config(row: Row) -> Dict:
+def provenance(setup: Setup, row: Row) -> Dict:
   """What a kept run of `row` must have been made with for a resumed study
-  to reuse it: a row whose config changed (new fields, new defaults) runs
-  again."""
-  return {"model": row.model, "config": row.config.to_dict()}
+  to reuse it: a row whose config changed (new fields, new defaults) or a
+  study rerun with other run flags (epochs, batch, schedule) runs again."""
+  return {"model": row.model, "config": row.config.to_dict(),
+          "flags": setup.run_flags()}
 
 
-def made_with(record: Dict, row: Row) -> bool:
-  """Whether a recorded trial or run was made with `row`'s current config."""
-  return record.get("row_config") == row_config(row)
+def made_with(record: Dict, setup: Setup, row: Row) -> bool:
+  """Whether a recorded trial or run was made with `row`'s current config
+  and the study's current run flags."""
+  return record.get("made_with") == provenance(setup, row)
 
 
 class Component(NamedTuple):

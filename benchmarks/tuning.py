@@ -40,8 +40,9 @@ setting, seed and task) and results.md
 best setting per model). Each trial and run is written down when it ends;
 with --resume (the default) a rerun keeps them and runs only the rest (the
 seeding makes a resumed study propose what an uninterrupted one would);
-a model whose row config changed since (new fields or defaults) is tuned
-and run again.
+a model whose row config changed since (new fields or defaults), or a
+rerun with other run flags (data, epochs, steps, batch, learning rate or
+its schedule, input order), is tuned and run again.
 
 Tuning library: Optuna (TPE), picked over KerasTuner by measuring both in
 this venv (tf-keras 2.21, Keras 3.15 beside it):
@@ -295,7 +296,8 @@ def _trial(setup: common.Setup, row: Row, split: Dict, number,
   return {"number": number, "seed": seed, "params": params,
           "value": value, "epochs": epochs, "curve": curve,
           "error": error, "seconds": round(time.time() - start, 1),
-          "model_dir": model_dir, "row_config": common.row_config(row)}
+          "model_dir": model_dir,
+          "made_with": common.provenance(setup, row)}
 
 
 def tune(setup: common.Setup, budget: Budget, row: Row, split: Dict,
@@ -309,10 +311,10 @@ def tune(setup: common.Setup, budget: Budget, row: Row, split: Dict,
   repeats = log.setdefault("repeats", {}).setdefault(row.name, [])
   recorded = history + repeats + ([validated[row.name]]
                                   if row.name in validated else [])
-  if not all(common.made_with(t, row) for t in recorded):
+  if not all(common.made_with(t, setup, row) for t in recorded):
     # A trial's proposal depends on every earlier trial: all run again.
-    print(f"=== {row.label}: trials made with another config, tuning "
-          "again ===")
+    print(f"=== {row.label}: trials made with another config or run "
+          "flags, tuning again ===")
     history.clear()
     repeats.clear()
     validated.pop(row.name, None)
@@ -370,7 +372,7 @@ def seed_runs(setup: common.Setup, row: Row, setting: str,
   by_setting = runs.setdefault(row.name, {})
   done = by_setting.setdefault(setting, [])
   done[:] = [s for s in done
-             if s["params"] == params and common.made_with(s, row)]
+             if s["params"] == params and common.made_with(s, setup, row)]
   tuned, overrides = with_params(row, params)
   for seed in setup.seeds:
     if any(s["seed"] == seed for s in done):
@@ -378,7 +380,7 @@ def seed_runs(setup: common.Setup, row: Row, setting: str,
       continue
     same = [s for name, other in by_setting.items() if name != setting
             for s in other if s["seed"] == seed and s["params"] == params
-            and common.made_with(s, row)]
+            and common.made_with(s, setup, row)]
     if same:
       print(f"=== {row.label} {setting} (seed {seed}): same params as a "
             "run already made ===")
@@ -393,7 +395,7 @@ def seed_runs(setup: common.Setup, row: Row, setting: str,
         train_files=os.path.join(setup.data_dir, "train-*"),
         eval_files=os.path.join(setup.data_dir, "eval-*"), **overrides))
     done.append(dict(summary, seed=seed, params=params,
-                     row_config=common.row_config(row)))
+                     made_with=common.provenance(setup, row)))
     _write(path, runs)
 
 

@@ -269,6 +269,10 @@ def test_tuning_compares_defaults_and_tuned_without_the_eval_split(
   monkeypatch.setattr(tuning, "model_rows", lambda setup: [changed])
   with pytest.raises(pytest.fail.Exception, match="reran .*dnn_trial00"):
     tuning.study(setup, budget)
+  # So is a study rerun with another run flag (here the batch size).
+  monkeypatch.setattr(tuning, "model_rows", lambda setup: [row])
+  with pytest.raises(pytest.fail.Exception, match="reran .*dnn_trial00"):
+    tuning.study(dataclasses.replace(setup, global_batch_size=64), budget)
 
 
 def test_tuning_refuses_to_resume_a_study_of_the_older_format(data,
@@ -298,7 +302,7 @@ def test_tuning_pick_skips_epochs_a_repeat_did_not_score():
   assert tuning._best_point([[1, 0.7], [2, 0.7]]) == (0.7, 1)
 
 
-def test_ablation_resume_reruns_only_rows_whose_config_changed(
+def test_ablation_resume_reruns_only_rows_whose_config_or_flags_changed(
     data, tmp_path, monkeypatch):
   made = []
 
@@ -322,6 +326,12 @@ def test_ablation_resume_reruns_only_rows_whose_config_changed(
       if r.name == "dlrm" else r for r in baselines(emb)])
   ablation.ablate(setup, "ladder", 0.1)
   assert made == ["dnn_seed0", "dlrm_seed0", "dlrm_seed0"]
+  # The same rows with another schedule or epoch count: every row again.
+  for changed in (dict(dense_learning_rate_decay="cosine"),
+                  dict(train_steps=0, epochs=2)):
+    made.clear()
+    ablation.ablate(dataclasses.replace(setup, **changed), "ladder", 0.1)
+    assert made == ["dnn_seed0", "dlrm_seed0"]
 
 
 def test_a_decaying_rate_scores_each_validation_run_at_its_end(data,
