@@ -415,19 +415,13 @@ def run(config: config_lib.TrainConfig,
 
 def main(argv):
   del argv
-  try:
+  with cli.one_line_errors(TrainingError, callbacks_lib.NaNLossError):
     config = flags_lib.config_from_flags()
     if (config.strategy == "parameter_server"
         and strategy_lib.server_task()):
       strategy_lib.serve_forever()
     strategy_lib.configure_logical_cpus(config.num_logical_cpus)
     run(config)
-  except (ValueError, FileNotFoundError, schema_lib.SchemaError,
-          TrainingError, callbacks_lib.NaNLossError,
-          tf.errors.OpError) as e:
-    message = e.message if isinstance(e, tf.errors.OpError) else str(e)
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(1)
 
 
 def cli_main():
