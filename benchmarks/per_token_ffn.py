@@ -17,7 +17,8 @@ run, and each row's share of it.
 
 With --against=REV (a git revision) both parts add a row for the layers
 of rankup_tf/layers/backbone.py at REV, default arguments: before/after
-figures from one run.
+figures from one run. (At a revision before `ffn_hidden_dim`, SwiGLU ran
+at width kD, not 2kD/3: its rows then do 1.5x the work.)
 
 Rounds alternate the formulations (noisy shared CPUs); the figures are
 medians over rounds, and "speed" is the dense row's time over the row's.
@@ -64,7 +65,8 @@ class DenseFFN(tf.keras.layers.Layer):
 
   def build(self, input_shape):
     t, d = int(input_shape[1]), int(input_shape[2])
-    h, dense = self.expansion * d, tf.keras.layers.Dense
+    h = backbone.ffn_hidden_dim(self.expansion, self.activation, d)
+    dense = tf.keras.layers.Dense
     if self.num_experts:
       e = self.num_experts
       self.experts = [[(dense(h, activation="gelu"), dense(d))
@@ -242,10 +244,13 @@ def run_blocks(x) -> List[str]:
            "| block | FFN formulation | step ms | speed | FFN share of "
            "matmul peak |", "|---|---|---|---|---|"]
   for style in ("rankmixer", "rankup"):
-    # Per block and token, forward: the FFN's 2 (GELU) or 3 (SwiGLU)
-    # [B, D] x [D, kD]-sized matmuls, 2BDkD FLOPs each; x3 with backward.
-    matmuls = 2 if style == "rankmixer" else 3
-    flops = NUM_BLOCKS * 3 * matmuls * 2 * b * t * d * k * d
+    # Per block and token, forward: the FFN's 2 (GELU, h = kD) or 3
+    # (SwiGLU, h = 2kD/3) [B, D] x [D, h]-sized matmuls, 2BDh FLOPs each;
+    # x3 with backward.
+    activation = "gelu" if style == "rankmixer" else "swiglu"
+    matmuls = 2 if activation == "gelu" else 3
+    h = backbone.ffn_hidden_dim(k, activation, d)
+    flops = NUM_BLOCKS * 3 * matmuls * 2 * b * t * d * h
     for formulation in formulations:
       step = ms[style, formulation]
       lines.append(

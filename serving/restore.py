@@ -42,7 +42,9 @@ def model_from_model_dir(model_dir: str, checkpoint: str = ""
         f"{checkpoint} does not fit the model {config_file} describes: {e} "
         "A checkpoint written before a default changed restores once the "
         "config pins the old value (e.g. \"num_dense_tokens\": 1 for a "
-        "RankUp checkpoint from before dense tokens got their share)."
+        "RankUp checkpoint from before dense tokens got their share, "
+        "\"ffn_hidden_dim\": k * token_dim for one from before SwiGLU "
+        "FFNs were 2/3 as wide)."
     ) from None
   # The optimizer's slots in the checkpoint are not needed here; a model
   # weight missing from it would serve its initial value.

@@ -67,8 +67,39 @@ def test_per_token_ffn_equals_independent_ffns(activation, implementation):
     else:
       want = (_np_silu(s @ w["w1"][t]) * (s @ w["w2"][t])) @ w["w3"][t]
     np.testing.assert_allclose(got[:, t], want, rtol=1e-4, atol=1e-5)
-  # One [T, D, kD] tensor, not T layers.
-  assert w["w1"].shape == (3, 8, 16)
+  # One [T, D, h] tensor, not T layers (SwiGLU: h = 2kD/3, rounded).
+  assert w["w1"].shape == (3, 8, 16 if activation == "gelu" else 11)
+
+
+def test_swiglu_ffn_has_gelu_parameters_at_one_expansion():
+  tokens = tf.zeros([2, 4, 48])
+
+  def matrices(layer):
+    layer(tokens, training=True)
+    names = {v.name.split("/")[-1].split(":")[0]: tuple(v.shape)
+             for v in layer.weights}
+    return {n: s for n, s in names.items() if n in ("w1", "w2", "w3")}
+  gelu = matrices(layers.PerTokenFFN(expansion=4, activation="gelu"))
+  swiglu = matrices(layers.PerTokenFFN(expansion=4, activation="swiglu"))
+  assert gelu == {"w1": (4, 48, 192), "w2": (4, 192, 48)}
+  assert swiglu == {"w1": (4, 48, 128), "w2": (4, 48, 128),
+                    "w3": (4, 128, 48)}
+  count = lambda shapes: sum(np.prod(s) for s in shapes.values())
+  assert count(gelu) == count(swiglu)
+  # The experts of a sparse MoE follow the same rule.
+  moe = matrices(layers.SparseMoEFFN(num_experts=2, expansion=4,
+                                     activation="swiglu"))
+  assert moe["w1"] == (8, 48, 128)
+  # hidden_dim overrides the rule (e.g. a checkpoint from before it) and
+  # survives get_config.
+  wide = layers.PerTokenFFN(expansion=4, activation="swiglu", hidden_dim=192)
+  assert matrices(wide)["w3"] == (4, 192, 48)
+  assert matrices(layers.PerTokenFFN.from_config(
+      wide.get_config()))["w3"] == (4, 192, 48)
+  assert matrices(layers.RankUpBlock(expansion=4, hidden_dim=192))[
+      "w1"] == (4, 48, 192)
+  with pytest.raises(ValueError, match="hidden_dim must be >= 0"):
+    layers.PerTokenFFN(hidden_dim=-1)
 
 
 def _block_weights(block):
@@ -361,9 +392,10 @@ def test_sparse_moe_swiglu_experts_follow_the_swiglu_equation(implementation):
                             implementation=implementation)
   got = moe(x, training=False).numpy()
   w = {v.name.split("/")[-1].split(":")[0]: v.numpy() for v in moe.weights}
-  # T*E = 6 SwiGLU experts: W1 and the gate W2 [D, kD], W3 [kD, D].
+  # T*E = 6 SwiGLU experts: W1 and the gate W2 [D, h], W3 [h, D], with
+  # h = 2kD/3 = 11.
   assert {k: v.shape for k, v in w.items()} == {
-      "w1": (6, 8, 16), "w2": (6, 8, 16), "w3": (6, 16, 8),
+      "w1": (6, 8, 11), "w2": (6, 8, 11), "w3": (6, 11, 8),
       "train_router": (2, 8, 3), "inference_router": (2, 8, 3)}
   for t in range(2):
     s = x[:, t]
@@ -380,10 +412,10 @@ def test_moe_in_a_rankup_block_has_swiglu_experts():
   rankup = layers.RankUpBlock(2, num_experts=3)
   rankup(x)
   assert rankup.ffn.activation == "swiglu"
-  assert rankup.ffn.w3.shape == (6, 16, 8)
-  gelu_moe = layers.SparseMoEFFN(3, 2, activation="gelu")
+  assert rankup.ffn.w3.shape == (6, 11, 8)  # h = 2kD/3
+  gelu_moe = layers.SparseMoEFFN(3, 2, activation="gelu", hidden_dim=11)
   gelu_moe(x)
-  # Same first matrix and routers, GELU instead of the SwiGLU gate.
+  # Same width, first matrix and routers, GELU instead of the SwiGLU gate.
   gelu_moe.w1.assign(rankup.ffn.w1)
   gelu_moe.inference_router.assign(rankup.ffn.inference_router)
   assert not np.allclose(gelu_moe(x), rankup.ffn(x))

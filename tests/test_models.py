@@ -186,6 +186,19 @@ def test_parameter_counts_and_flops(schema):
       matmul_flops + 12 * (128 + 2 * 64))
 
 
+def test_swiglu_blocks_are_two_thirds_wide_unless_pinned(schema):
+  def ffn_width(config):
+    model = models.build_model("rankup", schema, config)
+    model.build_from_schema()
+    return model.blocks[0].ffn.w1.shape[-1]
+  config = models.RankUpConfig(num_tokens=8, token_dim=16, ffn_expansion=2,
+                               **SMALL)
+  assert ffn_width(config) == 21  # 2kD/3: GELU's parameters at this k
+  assert ffn_width(dataclasses.replace(config, ffn_activation="gelu")) == 32
+  # A checkpoint from before the 2/3 width restores with the width pinned.
+  assert ffn_width(dataclasses.replace(config, ffn_hidden_dim=32)) == 32
+
+
 def test_dense_inputs_get_their_share_of_the_free_tokens(schema):
   criteo = criteo_to_tfrecord.criteo_schema(hash_buckets=10)  # 26 + 13
   token = dict(num_tokens=16, token_dim=64, **SMALL)

@@ -12,6 +12,26 @@ from rankup_tf.keras_compat import keras
 FFN_ACTIVATIONS = ("gelu", "swiglu")
 
 
+def ffn_hidden_dim(expansion: int, activation: str, token_dim: int,
+                   hidden_dim: int = 0) -> int:
+  """The per-token FFN's hidden width: `hidden_dim` if > 0, else kD for
+  GELU and round(2kD/3) for SwiGLU.
+
+  SwiGLU has three D x h matrices to GELU's two; at 2/3 of the width it has
+  GELU's parameters and FLOPs at the same k (Shazeer 2020, "GLU Variants
+  Improve Transformer", as PaLM and LLaMA do), so SPEC 2's 2kLTD^2 holds
+  for both and swapping the activation does not change the capacity.
+  """
+  if hidden_dim < 0:
+    raise ValueError(f"hidden_dim must be >= 0 (0: from the expansion), got "
+                     f"{hidden_dim}.")
+  if hidden_dim:
+    return hidden_dim
+  if activation == "swiglu":
+    return max(1, round(2 * expansion * token_dim / 3))
+  return expansion * token_dim
+
+
 def per_token_matmul(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
   """[B, T, I] x [T, I, O] -> [B, T, O]: every token its own matrix.
 
@@ -166,8 +186,10 @@ def _per_token(weight: tf.Tensor, num_tokens: int) -> list:
 class PerTokenFFN(keras.layers.Layer):
   """T feed-forward networks, one per token, in one [T, D, kD] weight.
 
-      gelu:   v_t = W2_t GELU(W1_t s_t + b1_t) + b2_t
-      swiglu: v_t = W3_t (SiLU(W1_t s_t) * (W2_t s_t))
+      gelu:   v_t = W2_t GELU(W1_t s_t + b1_t) + b2_t     (hidden kD)
+      swiglu: v_t = W3_t (SiLU(W1_t s_t) * (W2_t s_t))   (hidden 2kD/3)
+
+  Both have about 2kD^2 weights per token (see `ffn_hidden_dim`).
 
   Example:
 
@@ -177,8 +199,11 @@ class PerTokenFFN(keras.layers.Layer):
   ```
 
   Args:
-    expansion: k, hidden width kD.
+    expansion: k: hidden width kD (GELU) or 2kD/3 (SwiGLU).
     activation: "gelu" or "swiglu".
+    hidden_dim: the hidden width itself, overriding the expansion's (0:
+      from the expansion); e.g. 4D to restore a SwiGLU FFN trained when
+      its width was kD.
     implementation: how the T FFNs run; every choice holds the same weights
       (names and shapes), so checkpoints and exports are interchangeable.
       "batched": transpose to [T, B, D] and one batched matmul per weight.
@@ -191,7 +216,7 @@ class PerTokenFFN(keras.layers.Layer):
 
   def __init__(self, expansion: int = 4, activation: str = "gelu",
                implementation: str = "auto", kernel_l2: float = 0.0,
-               **kwargs):
+               hidden_dim: int = 0, **kwargs):
     super().__init__(**kwargs)
     if activation not in FFN_ACTIVATIONS:
       raise ValueError(f"PerTokenFFN: unknown activation {activation!r}; "
@@ -199,7 +224,11 @@ class PerTokenFFN(keras.layers.Layer):
     if expansion <= 0:
       raise ValueError(f"PerTokenFFN: expansion must be positive, got "
                        f"{expansion}.")
+    if hidden_dim < 0:
+      raise ValueError(f"PerTokenFFN: hidden_dim must be >= 0 (0: from the "
+                       f"expansion), got {hidden_dim}.")
     self.expansion = expansion
+    self.hidden_dim = hidden_dim
     self.activation = activation
     self.implementation = implementation
     self._implementation = resolve_implementation(implementation)
@@ -209,9 +238,10 @@ class PerTokenFFN(keras.layers.Layer):
   def build(self, input_shape):
     t, d = static_dims(input_shape, self)
     self._t = t
-    self._ffn_weights = _add_ffn_weights(self, self.activation, t, d,
-                                         self.expansion * d,
-                                         self._regularizer)
+    self._ffn_weights = _add_ffn_weights(
+        self, self.activation, t, d,
+        ffn_hidden_dim(self.expansion, self.activation, d, self.hidden_dim),
+        self._regularizer)
     super().build(input_shape)
 
   def call(self, tokens: tf.Tensor, training=None) -> tf.Tensor:
@@ -227,7 +257,8 @@ class PerTokenFFN(keras.layers.Layer):
   def get_config(self):
     return dict(super().get_config(), expansion=self.expansion,
                 activation=self.activation,
-                implementation=self.implementation, kernel_l2=self.kernel_l2)
+                implementation=self.implementation, kernel_l2=self.kernel_l2,
+                hidden_dim=self.hidden_dim)
 
 
 def _add_bias(x: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
@@ -296,7 +327,8 @@ class SparseMoEFFN(keras.layers.Layer):
 
   Args:
     num_experts: E experts per token.
-    expansion: k, each expert's hidden width kD.
+    expansion: k: each expert's hidden width, kD (GELU) or 2kD/3 (SwiGLU),
+      as in `PerTokenFFN`.
     l1_penalty: weight of the inference router's L1 gate penalty.
     implementation: "auto", "batched" or "unstacked", as in `PerTokenFFN`
       (same weights whichever runs).
@@ -304,12 +336,18 @@ class SparseMoEFFN(keras.layers.Layer):
       has SwiGLU experts).
     kernel_l2: L2 coefficient on the experts' weight matrices and both
       routers (not the biases), a layer loss kernel_l2 * sum(w^2).
+    hidden_dim: each expert's hidden width itself (0: from the expansion).
   """
 
   def __init__(self, num_experts: int = 4, expansion: int = 4,
                l1_penalty: float = 1e-3, implementation: str = "auto",
-               activation: str = "gelu", kernel_l2: float = 0.0, **kwargs):
+               activation: str = "gelu", kernel_l2: float = 0.0,
+               hidden_dim: int = 0, **kwargs):
     super().__init__(**kwargs)
+    if hidden_dim < 0:
+      raise ValueError(f"SparseMoEFFN: hidden_dim must be >= 0 (0: from the "
+                       f"expansion), got {hidden_dim}.")
+    self.hidden_dim = hidden_dim
     if num_experts < 1:
       raise ValueError(f"SparseMoEFFN: num_experts must be >= 1, got "
                        f"{num_experts}.")
@@ -327,7 +365,8 @@ class SparseMoEFFN(keras.layers.Layer):
 
   def build(self, input_shape):
     t, d = static_dims(input_shape, self)
-    e, h = self.num_experts, self.expansion * d
+    e = self.num_experts
+    h = ffn_hidden_dim(self.expansion, self.activation, d, self.hidden_dim)
     self._t, self._d = t, d
     self._expert_weights = _add_ffn_weights(self, self.activation, t * e, d,
                                             h, self._regularizer)
@@ -400,17 +439,18 @@ class SparseMoEFFN(keras.layers.Layer):
     return dict(super().get_config(), num_experts=self.num_experts,
                 expansion=self.expansion, l1_penalty=self.l1_penalty,
                 implementation=self.implementation,
-                activation=self.activation, kernel_l2=self.kernel_l2)
+                activation=self.activation, kernel_l2=self.kernel_l2,
+                hidden_dim=self.hidden_dim)
 
 
 def _make_ffn(expansion, activation, num_experts, moe_l1_penalty,
-              implementation, kernel_l2, name):
+              implementation, kernel_l2, hidden_dim, name):
   if num_experts:
     return SparseMoEFFN(num_experts, expansion, moe_l1_penalty,
                         implementation=implementation, activation=activation,
-                        kernel_l2=kernel_l2, name=name)
+                        kernel_l2=kernel_l2, hidden_dim=hidden_dim, name=name)
   return PerTokenFFN(expansion, activation, implementation=implementation,
-                     kernel_l2=kernel_l2, name=name)
+                     kernel_l2=kernel_l2, hidden_dim=hidden_dim, name=name)
 
 
 class _Block(keras.layers.Layer):
@@ -425,12 +465,14 @@ class _Block(keras.layers.Layer):
     dropout: rate of the dropout (training only) on the token mixer's and
       the FFN's outputs, before each residual add.
     kernel_l2: the FFN's L2 coefficient on its weight matrices.
+    hidden_dim: the FFN's hidden width (0: from the expansion).
   """
 
   def __init__(self, expansion: int = 4, activation: str = "gelu",
                num_experts: int = 0, moe_l1_penalty: float = 1e-3,
                layer_norm_epsilon: float = 1e-6, implementation: str = "auto",
-               dropout: float = 0.0, kernel_l2: float = 0.0, **kwargs):
+               dropout: float = 0.0, kernel_l2: float = 0.0,
+               hidden_dim: int = 0, **kwargs):
     super().__init__(**kwargs)
     self.expansion = expansion
     self.activation = activation
@@ -440,9 +482,10 @@ class _Block(keras.layers.Layer):
     self.implementation = implementation
     self.dropout = dropout
     self.kernel_l2 = kernel_l2
+    self.hidden_dim = hidden_dim
     self.mixer = TokenMixing(name="token_mixing")
     self.ffn = _make_ffn(expansion, activation, num_experts, moe_l1_penalty,
-                         implementation, kernel_l2, name="ffn")
+                         implementation, kernel_l2, hidden_dim, name="ffn")
     self._dropout = maybe_dropout(dropout, name="dropout")
     self.norm1 = keras.layers.LayerNormalization(
         epsilon=layer_norm_epsilon, name="norm1")
@@ -473,7 +516,7 @@ class _Block(keras.layers.Layer):
                 moe_l1_penalty=self.moe_l1_penalty,
                 layer_norm_epsilon=self.layer_norm_epsilon,
                 implementation=self.implementation, dropout=self.dropout,
-                kernel_l2=self.kernel_l2)
+                kernel_l2=self.kernel_l2, hidden_dim=self.hidden_dim)
 
 
 @keras.saving.register_keras_serializable("rankup_tf")

@@ -129,7 +129,11 @@ class TokenModelConfig(ModelConfig):
       and task tokens leave). D must be divisible by T (token mixing).
     token_dim: D.
     num_layers: L blocks.
-    ffn_expansion: k, per-token FFN width kD.
+    ffn_expansion: k, per-token FFN width kD (GELU) or 2kD/3 (SwiGLU: the
+      same parameters and FLOPs; `layers.backbone.ffn_hidden_dim`).
+    ffn_hidden_dim: the per-token FFN's hidden width itself (0: from k).
+      A SwiGLU checkpoint from before the 2/3 width restores with
+      ffn_hidden_dim = k * token_dim.
     dense_token: token(s) projecting the dense features and pretrained
       vectors (if the schema has some; RankMixer one, RankUp
       `num_dense_tokens`); without them a model sees the pretrained vectors
@@ -142,7 +146,9 @@ class TokenModelConfig(ModelConfig):
   token_dim: int = config_field(64, help_text="D: token dim.")
   num_layers: int = config_field(2, help_text="L: blocks.")
   ffn_expansion: int = config_field(4, help_text="k: per-token FFN "
-                                    "expansion.")
+                                    "expansion (hidden kD; SwiGLU 2kD/3).")
+  ffn_hidden_dim: int = config_field(
+      0, help_text="Per-token FFN hidden width (0: from --ffn_expansion).")
   dense_token: bool = config_field(True, help_text="Dense-feature token.")
   num_experts: int = config_field(0, help_text="Sparse-MoE experts per "
                                   "token (0: plain per-token FFN).")

@@ -81,7 +81,9 @@ class RankUpModel(base.RankingModel):
     self.task_tokens = (tokenizers.TaskTokens(
         len(schema.tasks), c.token_dim, name="task_tokens")
                         if c.task_tokens else None)
-    block_kwargs = dict(expansion=c.ffn_expansion, num_experts=c.num_experts,
+    block_kwargs = dict(expansion=c.ffn_expansion,
+                        hidden_dim=c.ffn_hidden_dim,
+                        num_experts=c.num_experts,
                         moe_l1_penalty=c.moe_l1_penalty, dropout=c.dropout,
                         kernel_l2=l2)
     if c.ffn_activation:
