@@ -14,17 +14,14 @@ FFN_ACTIVATIONS = ("gelu", "swiglu")
 
 def ffn_hidden_dim(expansion: int, activation: str, token_dim: int,
                    hidden_dim: int = 0) -> int:
-  """The per-token FFN's hidden width: `hidden_dim` if > 0, else kD for
-  GELU and round(2kD/3) for SwiGLU.
+  """The per-token FFN's hidden width: `hidden_dim` if > 0 (the layers
+  refuse < 0), else kD for GELU and round(2kD/3) for SwiGLU.
 
   SwiGLU has three D x h matrices to GELU's two; at 2/3 of the width it has
   GELU's parameters and FLOPs at the same k (Shazeer 2020, "GLU Variants
   Improve Transformer", as PaLM and LLaMA do), so SPEC 2's 2kLTD^2 holds
   for both and swapping the activation does not change the capacity.
   """
-  if hidden_dim < 0:
-    raise ValueError(f"hidden_dim must be >= 0 (0: from the expansion), got "
-                     f"{hidden_dim}.")
   if hidden_dim:
     return hidden_dim
   if activation == "swiglu":
@@ -184,7 +181,7 @@ def _per_token(weight: tf.Tensor, num_tokens: int) -> list:
 
 @keras.saving.register_keras_serializable("rankup_tf")
 class PerTokenFFN(keras.layers.Layer):
-  """T feed-forward networks, one per token, in one [T, D, kD] weight.
+  """T feed-forward networks, one per token, in one [T, D, h] weight.
 
       gelu:   v_t = W2_t GELU(W1_t s_t + b1_t) + b2_t     (hidden kD)
       swiglu: v_t = W3_t (SiLU(W1_t s_t) * (W2_t s_t))   (hidden 2kD/3)
