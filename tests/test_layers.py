@@ -100,6 +100,12 @@ def test_swiglu_ffn_has_gelu_parameters_at_one_expansion():
       "w1"] == (4, 48, 192)
   with pytest.raises(ValueError, match="hidden_dim must be >= 0"):
     layers.PerTokenFFN(hidden_dim=-1)
+  # Both FFN layers check their arguments the same way.
+  with pytest.raises(ValueError, match="SparseMoEFFN: hidden_dim must be "):
+    layers.SparseMoEFFN(hidden_dim=-1)
+  with pytest.raises(ValueError, match="SparseMoEFFN: expansion must be "
+                     "positive, got 0"):
+    layers.SparseMoEFFN(expansion=0)
 
 
 def _block_weights(block):

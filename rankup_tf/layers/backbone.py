@@ -29,6 +29,20 @@ def ffn_hidden_dim(expansion: int, activation: str, token_dim: int,
   return expansion * token_dim
 
 
+def _check_ffn_args(layer: str, activation: str, expansion: int,
+                    hidden_dim: int) -> None:
+  """Refuses an FFN's (or MoE expert's) bad arguments, naming the layer."""
+  if activation not in FFN_ACTIVATIONS:
+    raise ValueError(f"{layer}: unknown activation {activation!r}; "
+                     f"expected one of {FFN_ACTIVATIONS}.")
+  if expansion <= 0:
+    raise ValueError(f"{layer}: expansion must be positive, got "
+                     f"{expansion}.")
+  if hidden_dim < 0:
+    raise ValueError(f"{layer}: hidden_dim must be >= 0 (0: from the "
+                     f"expansion), got {hidden_dim}.")
+
+
 def per_token_matmul(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
   """[B, T, I] x [T, I, O] -> [B, T, O]: every token its own matrix.
 
@@ -215,15 +229,7 @@ class PerTokenFFN(keras.layers.Layer):
                implementation: str = "auto", kernel_l2: float = 0.0,
                hidden_dim: int = 0, **kwargs):
     super().__init__(**kwargs)
-    if activation not in FFN_ACTIVATIONS:
-      raise ValueError(f"PerTokenFFN: unknown activation {activation!r}; "
-                       f"expected one of {FFN_ACTIVATIONS}.")
-    if expansion <= 0:
-      raise ValueError(f"PerTokenFFN: expansion must be positive, got "
-                       f"{expansion}.")
-    if hidden_dim < 0:
-      raise ValueError(f"PerTokenFFN: hidden_dim must be >= 0 (0: from the "
-                       f"expansion), got {hidden_dim}.")
+    _check_ffn_args("PerTokenFFN", activation, expansion, hidden_dim)
     self.expansion = expansion
     self.hidden_dim = hidden_dim
     self.activation = activation
@@ -341,16 +347,11 @@ class SparseMoEFFN(keras.layers.Layer):
                activation: str = "gelu", kernel_l2: float = 0.0,
                hidden_dim: int = 0, **kwargs):
     super().__init__(**kwargs)
-    if hidden_dim < 0:
-      raise ValueError(f"SparseMoEFFN: hidden_dim must be >= 0 (0: from the "
-                       f"expansion), got {hidden_dim}.")
-    self.hidden_dim = hidden_dim
     if num_experts < 1:
       raise ValueError(f"SparseMoEFFN: num_experts must be >= 1, got "
                        f"{num_experts}.")
-    if activation not in FFN_ACTIVATIONS:
-      raise ValueError(f"SparseMoEFFN: unknown activation {activation!r}; "
-                       f"expected one of {FFN_ACTIVATIONS}.")
+    _check_ffn_args("SparseMoEFFN", activation, expansion, hidden_dim)
+    self.hidden_dim = hidden_dim
     self.num_experts = num_experts
     self.activation = activation
     self.expansion = expansion
