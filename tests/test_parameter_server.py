@@ -164,3 +164,80 @@ def test_checkpoint_restores_into_another_number_of_parameter_servers(
   assert len(tables) >= 2
   for name, table in tables.items():
     assert table == {"shards": 3, "same": True}, name
+
+
+_EARLY_STOPPING = """
+import json, os, sys
+import rankup_tf  # Keras 2 before TensorFlow
+import tensorflow as tf
+from rankup_tf import metrics as metrics_lib
+from rankup_tf import models
+from rankup_tf.trainer import config as config_lib
+from rankup_tf.trainer import train
+
+data_dir, model_dir, export_dir, ports = (sys.argv[1], sys.argv[2],
+                                          sys.argv[3], json.loads(sys.argv[4]))
+cluster = {"chief": [f"127.0.0.1:{ports[0]}"],
+           "worker": [f"127.0.0.1:{ports[1]}"],
+           "ps": [f"127.0.0.1:{p}" for p in ports[2:]]}
+servers = [tf.distribute.Server(tf.train.ClusterSpec(cluster), job_name=job,
+                                task_index=i, protocol="grpc", start=True)
+           for job in ("worker", "ps") for i in range(len(cluster[job]))]
+os.environ["TF_CONFIG"] = json.dumps({"cluster": cluster,
+                                      "task": {"type": "chief", "index": 0}})
+# A scripted click AUC per evaluation (every 4 steps): best at step 8, then
+# two evaluations without a new best stop the run at step 16 of 32.
+scripted = iter([0.60, 0.70, 0.65, 0.69] + [0.99] * 10)
+real = metrics_lib.task_metrics
+calls = []
+def task_metrics(labels, probabilities, groups=None):
+  values = real(labels, probabilities, groups)
+  if len(calls) % 2 == 0:  # the first task (click) of each evaluation
+    values["auc"] = next(scripted)
+  calls.append(1)
+  return values
+metrics_lib.task_metrics = task_metrics
+config = config_lib.TrainConfig(
+    train_files=f"{data_dir}/train-*", eval_files=f"{data_dir}/eval-*",
+    schema=f"{data_dir}/small.json", model_dir=model_dir,
+    export_dir=export_dir, global_batch_size=256, train_steps=32,
+    eval_every_n_steps=4, checkpoint_every_n_steps=4,
+    early_stopping_patience=2, export_best=True,
+    strategy="parameter_server", ps_min_shard_bytes=1024,
+    model_config=models.RankUpConfig(
+        num_tokens=8, token_dim=16, embedding_dim=4, tower_units=(8,),
+        ffn_expansion=1))
+summary = train.run(config)
+print("RESULT " + json.dumps(summary), flush=True)
+"""
+
+
+def test_early_stopping_and_export_best_under_parameter_servers(
+    data_dir, tmp_path):  # noqa: F811
+  """The coordinator evaluates after each Keras epoch, stops on patience
+  and exports the best evaluation's checkpoint, as without a strategy."""
+  model_dir, export_dir = tmp_path / "run", tmp_path / "export"
+  ports = [_free_port() for _ in range(4)]
+  result = subprocess.run(
+      [sys.executable, "-c", _EARLY_STOPPING, data_dir, str(model_dir),
+       str(export_dir), json.dumps(ports)], cwd=REPO, capture_output=True,
+      text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads(result.stdout.split("RESULT ")[1])
+  assert "Early stopping at step 16" in result.stdout
+  assert summary["steps"] == 16 and summary["exported_step"] == 8
+  assert summary["eval"]["click"]["auc"] == 0.70  # the exported step's
+  assert len(summary["embedding_shards"]) >= 1
+  assert all(len(parts) == 2
+             for parts in summary["embedding_shards"].values())
+  metrics = json.load(open(model_dir / "metrics.json"))
+  assert [h["step"] for h in metrics["history"]] == [4, 8, 12, 16]
+  assert metrics["best"] == {"metric": "click/auc", "step": 8, "value": 0.70}
+  assert metrics["early_stopping"] == {"patience": 2, "stopped": True,
+                                       "step": 16}
+  # Only the best survives in best/ (one data file per parameter server
+  # and the coordinator).
+  best = os.listdir(model_dir / "best")
+  assert "ckpt-8.index" in best and all(n.startswith("ckpt-8.") for n in best)
+  assert "export validation passed" in result.stdout
+  assert os.listdir(export_dir / "rankup") == ["1"]
