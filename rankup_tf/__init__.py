@@ -15,6 +15,15 @@ Importing this package does not choose a Keras: its parts load on first use
 """
 
 import importlib
+import os
+
+# In a source tree without an install (Bazel's runfiles, PYTHONPATH=repo)
+# the folders trainer/, serving/ and data/ beside this package are its
+# subpackages rankup_tf.trainer, ... as an install maps them (pyproject's
+# package-dir). An installed package finds its own copies first.
+_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isfile(os.path.join(_SOURCE_ROOT, "trainer", "train.py")):
+  __path__.append(_SOURCE_ROOT)
 
 _LAZY = {
     "Schema": ("rankup_tf.schema", "Schema"),

@@ -1,7 +1,10 @@
-"""BUILD lists every module in its package's py_library and every test."""
+"""BUILD lists every module in its package's py_library and every test, and
+the source tree Bazel runs from maps the folders to their package names."""
 
 import glob
 import os
+import subprocess
+import sys
 
 from tests.conftest import REPO
 
@@ -49,3 +52,20 @@ def test_every_test_file_has_a_py_test():
       assert path in tests, f"BUILD has no py_test for {path}"
   stale = [s for s in tests if not os.path.exists(os.path.join(REPO, s))]
   assert not stale, f"BUILD has py_tests for absent files {stale}"
+
+
+def test_a_source_tree_maps_the_folders_without_an_install():
+  """Bazel runs the code from its runfiles, a copy of the source tree with
+  no install: rankup_tf.trainer/serving/data must still be the folders."""
+  script = ("import sys; sys.path.insert(0, sys.argv[1]); "
+            "import importlib.util as u; print(*(u.find_spec(f'rankup_tf.{n}')"
+            ".origin for n in ('trainer', 'serving', 'data', 'layers')))")
+  # -S: no site-packages, so no editable install to map the names.
+  result = subprocess.run([sys.executable, "-S", "-c", script, REPO],
+                          capture_output=True, text=True, check=True,
+                          cwd=os.path.dirname(REPO))
+  assert result.stdout.split() == [
+      os.path.join(REPO, "trainer", "__init__.py"),
+      os.path.join(REPO, "serving", "__init__.py"),
+      os.path.join(REPO, "data", "__init__.py"),
+      os.path.join(REPO, "rankup_tf", "layers", "__init__.py")]
