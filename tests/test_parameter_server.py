@@ -115,16 +115,15 @@ def test_local_cluster_trains_shards_tables_survives_a_worker_and_exports(
   assert np.isfinite(summary["eval"]["click"]["auc"])
 
 
-_RESTORE_SHARDED = """
+# A process that is the chief of a cluster whose worker and parameter
+# servers it runs itself; its last argument is the JSON list of ports
+# (chief, worker, then one per parameter server).
+_IN_PROCESS_CLUSTER = """
 import json, os, sys
 import rankup_tf  # Keras 2 before TensorFlow
-import numpy as np
 import tensorflow as tf
-from rankup_tf.trainer import strategy as strategy_lib
-from rankup_tf import run_dir
-from rankup_tf.serving import restore
 
-model_dir, ports = sys.argv[1], json.loads(sys.argv[2])
+ports = json.loads(sys.argv[-1])
 cluster = {"chief": [f"127.0.0.1:{ports[0]}"],
            "worker": [f"127.0.0.1:{ports[1]}"],
            "ps": [f"127.0.0.1:{p}" for p in ports[2:]]}
@@ -133,6 +132,15 @@ servers = [tf.distribute.Server(tf.train.ClusterSpec(cluster), job_name=job,
            for job in ("worker", "ps") for i in range(len(cluster[job]))]
 os.environ["TF_CONFIG"] = json.dumps({"cluster": cluster,
                                       "task": {"type": "chief", "index": 0}})
+"""
+
+_RESTORE_SHARDED = _IN_PROCESS_CLUSTER + """
+import numpy as np
+from rankup_tf.trainer import strategy as strategy_lib
+from rankup_tf import run_dir
+from rankup_tf.serving import restore
+
+model_dir = sys.argv[1]
 strategy = strategy_lib.make_strategy("parameter_server", 1024, 0)
 with strategy.scope():
   model, _ = run_dir.build_model(model_dir)
@@ -166,25 +174,13 @@ def test_checkpoint_restores_into_another_number_of_parameter_servers(
     assert table == {"shards": 3, "same": True}, name
 
 
-_EARLY_STOPPING = """
-import json, os, sys
-import rankup_tf  # Keras 2 before TensorFlow
-import tensorflow as tf
+_EARLY_STOPPING = _IN_PROCESS_CLUSTER + """
 from rankup_tf import metrics as metrics_lib
 from rankup_tf import models
 from rankup_tf.trainer import config as config_lib
 from rankup_tf.trainer import train
 
-data_dir, model_dir, export_dir, ports = (sys.argv[1], sys.argv[2],
-                                          sys.argv[3], json.loads(sys.argv[4]))
-cluster = {"chief": [f"127.0.0.1:{ports[0]}"],
-           "worker": [f"127.0.0.1:{ports[1]}"],
-           "ps": [f"127.0.0.1:{p}" for p in ports[2:]]}
-servers = [tf.distribute.Server(tf.train.ClusterSpec(cluster), job_name=job,
-                                task_index=i, protocol="grpc", start=True)
-           for job in ("worker", "ps") for i in range(len(cluster[job]))]
-os.environ["TF_CONFIG"] = json.dumps({"cluster": cluster,
-                                      "task": {"type": "chief", "index": 0}})
+data_dir, model_dir, export_dir = sys.argv[1:4]
 # A scripted click AUC per evaluation (every 4 steps): best at step 8, then
 # two evaluations without a new best stop the run at step 16 of 32.
 scripted = iter([0.60, 0.70, 0.65, 0.69] + [0.99] * 10)
