@@ -20,7 +20,9 @@ import os
 # In a source tree without an install (Bazel's runfiles, PYTHONPATH=repo)
 # the folders trainer/, serving/ and data/ beside this package are its
 # subpackages rankup_tf.trainer, ... as an install maps them (pyproject's
-# package-dir). An installed package finds its own copies first.
+# package-dir). The tree's other folders (benchmarks, tests) become
+# importable under rankup_tf too, harmlessly; an installed package finds
+# its own copies first and has no such neighbours.
 _SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isfile(os.path.join(_SOURCE_ROOT, "trainer", "train.py")):
   __path__.append(_SOURCE_ROOT)
