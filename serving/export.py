@@ -76,19 +76,28 @@ class ServingModule(tf.Module):
 
   def __init__(self, model: tf.keras.Model, schema: schema_lib.Schema):
     super().__init__(name="rankup_serving")
-    self.model = model
+    # The signatures need the model's variables, not the Keras model: saving
+    # a tracked Keras model also writes Keras metadata and traces every
+    # layer's call, most of an export's time, for nothing TF Serving reads.
+    self.model_variables = list(model.variables)
+    self._probabilities = model.probabilities
     self.transform = features_lib.FeatureTransform(schema)
+    # Traced as written: AutoGraph's conversion of the parsing and every
+    # layer's source would take most of the tracing time, for no control
+    # flow.
     self.serve_examples = tf.function(
         self._serve_examples,
         input_signature=[tf.TensorSpec([None], tf.string,
-                                       name=EXAMPLES_INPUT)])
+                                       name=EXAMPLES_INPUT)],
+        autograph=False)
     self.serve_raw = tf.function(
         self._serve_raw,
-        input_signature=[features_lib.raw_input_specs(schema)])
+        input_signature=[features_lib.raw_input_specs(schema)],
+        autograph=False)
 
   def _predict(self, features) -> Dict[str, tf.Tensor]:
     return {t: tf.identity(p, name=t)
-            for t, p in self.model.probabilities(features).items()}
+            for t, p in self._probabilities(features).items()}
 
   def _serve_examples(self, examples):
     check = tf.debugging.assert_greater(
@@ -176,9 +185,13 @@ def export_saved_model(model: tf.keras.Model, schema: schema_lib.Schema,
   temporary = os.path.join(model_base, f".tmp-{version}-{uuid.uuid4().hex}")
   module = ServingModule(model, schema)
   try:
+    # No gradient functions: serving never differentiates, and tracing
+    # them took a third of the save.
     tf.saved_model.save(module, temporary, signatures={
         "serving_default": module.serve_examples.get_concrete_function(),
-        "predict_raw": module.serve_raw.get_concrete_function()})
+        "predict_raw": module.serve_raw.get_concrete_function()},
+                        options=tf.saved_model.SaveOptions(
+                            experimental_custom_gradients=False))
     extra = os.path.join(temporary, "assets.extra")
     tf.io.gfile.makedirs(extra)
     schema.save(os.path.join(extra, SCHEMA_FILE))

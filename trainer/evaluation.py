@@ -26,7 +26,7 @@ def predict(model, dataset: tf.data.Dataset) -> Dict[str, np.ndarray]:
   alone (no collectives), so one worker can evaluate while others wait.
   """
   task_names = model.schema.task_names
-  step = tf.function(model.probabilities)
+  step = tf.function(model.probabilities, autograph=False)
   columns: Dict[str, List[np.ndarray]] = {}
   for features, labels in dataset:
     outputs = {f"prediction/{t}": v for t, v in step(features).items()}

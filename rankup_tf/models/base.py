@@ -99,8 +99,14 @@ class RankingModel(tfrs.Model):
 
   def use_xla(self) -> None:
     """XLA-compiles `interact` (call after the variables exist)."""
-    self._interact = tf.function(self.interact, jit_compile=True)
+    self._interact = tf.function(self.interact, jit_compile=True,
+                                 autograph=False)
 
+  # The forward pass and the steps are traced as written: they have no Python
+  # control flow on tensors, and AutoGraph would otherwise convert the
+  # source of every layer's `call` (do_not_convert disables it for the
+  # calls inside too), most of the time a model takes to trace.
+  @tf.autograph.experimental.do_not_convert
   def call(self, features: Dict[str, tf.Tensor], training=None
            ) -> Dict[str, tf.Tensor]:
     views = self.embedding(features, training=training)
@@ -163,6 +169,7 @@ class RankingModel(tfrs.Model):
     self.loss_tracker.update_state(
         tf.where(healthy, loss * replicas, tf.constant(float("nan"))))
 
+  @tf.autograph.experimental.do_not_convert
   def train_step(self, inputs):
     scaling = isinstance(self.optimizer,
                          tf.keras.mixed_precision.LossScaleOptimizer)
@@ -187,6 +194,7 @@ class RankingModel(tfrs.Model):
       self.regularization_tracker.update_state(layer_loss * replicas)
     return {m.name: m.result() for m in self.metrics}
 
+  @tf.autograph.experimental.do_not_convert
   def test_step(self, inputs):
     self._track_loss(self.compute_loss(inputs, training=False))
     # Evaluation adds no regularization: leave its tracker out of the logs.
@@ -218,7 +226,7 @@ class RankingModel(tfrs.Model):
     # The plain (not XLA-compiled) interaction: the profiler cannot see
     # inside an XLA cluster.
     function = tf.function(lambda views, dense: self.interact(
-        views, dense, training=False))
+        views, dense, training=False), autograph=False)
     return profiler.float_ops(function.get_concrete_function(
         views, self.dense_inputs(placeholder)))
 
