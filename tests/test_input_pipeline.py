@@ -171,6 +171,14 @@ def _bad_file(tmp_path, case):
     row = tfexamples.all_kinds_row(5)
     row["s_hash"] = ["a", "b"]
     rows[5] = tfexamples.example(row)
+  elif case == "two_values_later_field":
+    # Record 5 is the first bad one of its batch (4-7); its field is not.
+    row = tfexamples.all_kinds_row(5)
+    row["i_vocab"] = [7, 8, 9]
+    rows[5] = tfexamples.example(row)
+    row = tfexamples.all_kinds_row(6)
+    row["s_hash"] = ["a", "b"]
+    rows[6] = tfexamples.example(row)
   elif case == "bad_label":
     row = tfexamples.all_kinds_row(5)
     row["buy"] = 2.0
@@ -179,6 +187,13 @@ def _bad_file(tmp_path, case):
     row = tfexamples.all_kinds_row(5)
     row["d_log"] = float("nan")
     rows[5] = tfexamples.example(row)
+  elif case == "inf_later_dense":
+    row = tfexamples.all_kinds_row(5)
+    row["d_std"] = float("inf")
+    rows[5] = tfexamples.example(row)
+    row = tfexamples.all_kinds_row(6)
+    row["d_log"] = float("nan")
+    rows[6] = tfexamples.example(row)
   elif case == "inf_vector":
     row = tfexamples.all_kinds_row(5)
     row["v_vec"] = [1.0, float("-inf"), 0.0, 0.0]
@@ -202,8 +217,12 @@ def _bad_file(tmp_path, case):
     ("wrong_dtype", "Name: {path}:5, Key: d_log"),
     ("two_values", "Feature s_hash is single-valued but record {path}:5 "
      "holds 2 values"),
+    ("two_values_later_field", "Feature i_vocab is single-valued but "
+     "record {path}:5 holds 3 values"),
     ("bad_label", "Label buy must be 0 or 1; record {path}:5 has 2"),
     ("nan_dense", "Feature d_log must be finite; record {path}:5 has nan"),
+    ("inf_later_dense", "Feature d_std must be finite; record {path}:5 has "
+     "inf"),
     ("inf_vector", "Feature v_vec must be finite; record {path}:5 has "
      "[1.000000 -inf 0.000000 0.000000]"),
 ])
