@@ -185,13 +185,9 @@ def export_saved_model(model: tf.keras.Model, schema: schema_lib.Schema,
   temporary = os.path.join(model_base, f".tmp-{version}-{uuid.uuid4().hex}")
   module = ServingModule(model, schema)
   try:
-    # No gradient functions: serving never differentiates, and tracing
-    # them took a third of the save.
     tf.saved_model.save(module, temporary, signatures={
         "serving_default": module.serve_examples.get_concrete_function(),
-        "predict_raw": module.serve_raw.get_concrete_function()},
-                        options=tf.saved_model.SaveOptions(
-                            experimental_custom_gradients=False))
+        "predict_raw": module.serve_raw.get_concrete_function()})
     extra = os.path.join(temporary, "assets.extra")
     tf.io.gfile.makedirs(extra)
     schema.save(os.path.join(extra, SCHEMA_FILE))
