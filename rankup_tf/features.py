@@ -260,7 +260,8 @@ def _first_bad_cell(bad: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
 
 def _assert_at_most_one(raw: Features, fields: List[str], names):
   """Every record holds at most one value of each of `fields`."""
-  lengths = tf.stack([raw[n].row_lengths() for n in fields], axis=1)
+  splits = tf.stack([raw[n].row_splits for n in fields], axis=1)
+  lengths = splits[1:] - splits[:-1]  # [B, F]
   bad = lengths > 1
   record, field = _first_bad_cell(bad)
   return tf.debugging.Assert(

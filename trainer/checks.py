@@ -40,16 +40,21 @@ def check_dense_fields_present(file_pattern: str, schema: schema_lib.Schema,
   records = tf.data.Dataset.from_tensor_slices(
       (files, [input_pipeline.compression(f) for f in files])).flat_map(
           tf.data.TFRecordDataset).take(sample)
-  def value_counts(record):
+  @tf.autograph.experimental.do_not_convert
+  def holds(record):
     parsed = tf.io.parse_single_example(record, spec)
-    return [tf.size(parsed[n], tf.int64) for n in required]
+    return tf.stack([tf.size(parsed[n], tf.int64) > 0 for n in required])
 
-  counts = records.map(value_counts).ignore_errors()
-  seen, present = 0, [0] * len(required)
-  for values in counts.as_numpy_iterator():
-    seen += 1
-    present = [p + int(v > 0) for p, v in zip(present, values)]
-  absent = [n for n, p in zip(required, present) if p == 0]
+  @tf.autograph.experimental.do_not_convert
+  def count(state, held):
+    seen, present = state
+    return seen + 1, present + tf.cast(held, tf.int64)
+
+  # Counted inside the dataset: no Python step per record.
+  seen, present = records.map(holds).ignore_errors().reduce(
+      (tf.constant(0, tf.int64), tf.zeros([len(required)], tf.int64)), count)
+  seen = int(seen)
+  absent = [n for n, p in zip(required, present.numpy()) if p == 0]
   if seen and absent:
     raise ValueError(
         f"dense feature(s) {absent} of the schema are in none of the first "
