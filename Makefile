@@ -29,7 +29,9 @@ demo: install
 
 # Two pytest workers (pytest-xdist): the suite spends much of its time
 # starting TensorFlow processes, which two workers overlap on 2 cores
-# (measured on a quiet 2-core machine: 1,065 s serial; 532-689 s with -n 2).
+# (measured on a quiet 2-core machine: 1,065 s serial; 532-728 s with -n 2,
+# 484-629 s since the tracing cuts of docs/results.md, "A trainer run's
+# fixed cost").
 test: install
 	$(PY) -m pytest -q -n 2 tests
 

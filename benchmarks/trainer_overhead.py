@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Dict
 
 from absl import app
@@ -90,10 +89,11 @@ print("PHASES " + json.dumps(seconds))
 
 
 def make_data(path: str) -> str:
-  """The test suite's trainer log: 12,000 rows, tables cut to 1,000 rows."""
+  """The test suite's trainer log (tests/test_trainer.py): 12,000 rows,
+  tables cut to 1,000 rows in small.json; returns that schema's path."""
   import rankup_tf.trainer  # pylint: disable=g-import-not-at-top,unused-import
   import rankup_tf  # pylint: disable=g-import-not-at-top
-  from data import synthetic  # pylint: disable=g-import-not-at-top
+  from rankup_tf.data import synthetic  # pylint: disable=g-import-not-at-top
   synthetic.generate(path, rows=12000, seed=5, num_users=400, num_items=300,
                      num_shards=4, eval_fraction=0.15)
   spec = rankup_tf.Schema.load(os.path.join(path, "schema.json")).to_dict()

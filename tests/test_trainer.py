@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from benchmarks import trainer_overhead
 import rankup_tf
 from rankup_tf import features as features_lib
 from rankup_tf import input_pipeline
 from rankup_tf import models
 from rankup_tf import schema as schema_lib
-from rankup_tf.data import synthetic
 from rankup_tf.serving import export as export_lib
 from rankup_tf.trainer import config as config_lib
 from rankup_tf.trainer import flags as flags_lib
@@ -37,14 +37,10 @@ SMALL_MODEL_FLAGS = ["--num_tokens=8", "--token_dim=32", "--embedding_dim=8",
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
+  """12,000 rows, tables cut to 1,000 rows (small.json); the same log
+  benchmarks.trainer_overhead times runs on."""
   out = str(tmp_path_factory.mktemp("trainer_data"))
-  synthetic.generate(out, rows=12000, seed=5, num_users=400, num_items=300,
-                     num_shards=4, eval_fraction=0.15)
-  spec = rankup_tf.Schema.load(os.path.join(out, "schema.json")).to_dict()
-  for f in spec["sparse_features"]:
-    if "hash_buckets" in f:
-      f["hash_buckets"] = min(f["hash_buckets"], 1000)
-  rankup_tf.Schema.from_dict(spec).save(os.path.join(out, "small.json"))
+  trainer_overhead.make_data(out)
   return out
 
 
