@@ -148,7 +148,7 @@ class FeatureTransform(tf.Module):
     schema = self.schema
     # One check over all single-valued fields, and one over all dense
     # fields, rather than one per field: the same messages from a fraction
-    # of the ops (tracing them was most of building a pipeline).
+    # of the ops (tracing them was about half of building a pipeline).
     single = [f.name for f in schema.sparse_features if not f.multivalent]
     checks = [_assert_at_most_one(raw, single, names)] if single else []
     features = {}

@@ -71,8 +71,8 @@ def check_model_name(name: str) -> str:
 
 
 class ServingModule(tf.Module):
-  """The exported object: a model plus the feature transform, with the two
-  serving signatures as tf.functions."""
+  """The exported object: a model's variables and forward pass plus the
+  feature transform, with the two serving signatures as tf.functions."""
 
   def __init__(self, model: tf.keras.Model, schema: schema_lib.Schema):
     super().__init__(name="rankup_serving")

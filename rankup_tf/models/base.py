@@ -105,7 +105,7 @@ class RankingModel(tfrs.Model):
   # The forward pass and the steps are traced as written: they have no Python
   # control flow on tensors, and AutoGraph would otherwise convert the
   # source of every layer's `call` (do_not_convert disables it for the
-  # calls inside too), most of the time a model takes to trace.
+  # calls inside too), about half of the time a model takes to trace.
   @tf.autograph.experimental.do_not_convert
   def call(self, features: Dict[str, tf.Tensor], training=None
            ) -> Dict[str, tf.Tensor]:
