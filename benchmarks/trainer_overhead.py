@@ -24,6 +24,7 @@ rounds and "speedup" is REV's median over today's.
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def define_flags() -> None:
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHASES = ("preflight", "make_dataset", "fit", "export", "validate", "total")
-# The small model of the test suite.
+# The small model of the test suite (tests/test_trainer.py uses these).
 MODEL_FLAGS = ["--num_tokens=8", "--token_dim=32", "--embedding_dim=8",
                "--tower_units=16", "--ffn_expansion=2"]
 
@@ -165,9 +166,10 @@ def main(argv):
       speedup = medians[FLAGS.against][phase] / medians["today"][phase]
       cells.append(f"{speedup:.2f}x")
     print(f"| {phase} | " + " | ".join(cells) + " |")
-  if FLAGS.against and not FLAGS.work_dir:
-    subprocess.run(["git", "worktree", "remove", "--force",
-                    trees[FLAGS.against]], cwd=REPO, check=False)
+  if not FLAGS.work_dir:  # Nothing left behind: runs, data, worktree.
+    shutil.rmtree(work)
+    if FLAGS.against:
+      subprocess.run(["git", "worktree", "prune"], cwd=REPO, check=False)
 
 
 if __name__ == "__main__":

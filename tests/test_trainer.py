@@ -31,8 +31,7 @@ from rankup_tf.trainer import train
 from tests import tfexamples
 from tests.conftest import REPO
 
-SMALL_MODEL_FLAGS = ["--num_tokens=8", "--token_dim=32", "--embedding_dim=8",
-                     "--tower_units=16", "--ffn_expansion=2"]
+SMALL_MODEL_FLAGS = trainer_overhead.MODEL_FLAGS
 
 
 @pytest.fixture(scope="module")
