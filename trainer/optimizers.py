@@ -43,6 +43,13 @@ class _CompositeOptimizer(tfrs.experimental.optimizers.CompositeOptimizer):
     # One op shared by every replica, as each optimizer's own update is.
     return replica.merge_call(lambda _, *ops: tf.group(*ops), args=updates)
 
+  def create_slots(self):
+    """Creates every optimizer's step counter, hyperparameters and slots
+    now. Left to the first training step, their creation makes
+    tf.function trace that step twice (once creating, once without)."""
+    for optimizer, variables in self._optimizers_and_vars:
+      optimizer._create_all_weights(variables())  # pylint: disable=protected-access
+
 
 def _dense_learning_rate(config: config_lib.TrainConfig, total_steps: int):
   if config.dense_learning_rate_decay == "none":
@@ -68,6 +75,7 @@ def make_optimizer(config: config_lib.TrainConfig, model,
                   _dense_learning_rate(config, total_steps)),
        lambda: model.dense_variables),
   ])
+  optimizer.create_slots()
   if config.precision == "mixed_float16":
     optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
   return optimizer
