@@ -664,6 +664,28 @@ def test_cosine_decay_halves_the_dense_rate_midway_and_needs_the_steps(
     optimizers.make_optimizer(config, model)
 
 
+def test_the_optimizer_has_its_slots_before_the_first_step_so_one_trace(
+    data_dir):
+  schema = rankup_tf.Schema.load(f"{data_dir}/small.json")
+  config = config_lib.TrainConfig(train_files="t", schema="s", model_dir="m")
+  model = models.build_model("dnn", schema, models.DNNConfig(
+      embedding_dim=4, hidden_units=(8,), tower_units=(8,)))
+  model.build_from_schema()
+  model.compile(optimizer=optimizers.make_optimizer(config, model))
+  dense, sparse = _dense_and_sparse(model.optimizer)
+  assert all(dense.get_slot(v, "m") is not None
+             for v in model.dense_variables)
+  assert all(sparse.get_slot(v, "accumulator") is not None
+             for v in model.embedding_variables)
+  traces = []
+  step = model.train_step
+  model.train_step = lambda data: traces.append(1) or step(data)
+  model.fit(rankup_tf.make_dataset(f"{data_dir}/train-00000-*", schema, 32,
+                                   repeat=True),
+            steps_per_epoch=2, epochs=1, verbose=0)
+  assert len(traces) == 1 and int(model.optimizer.iterations) == 2
+
+
 def test_a_cosine_run_ends_with_its_dense_rate_at_zero(data_dir, tmp_path,
                                                        monkeypatch):
   made = []
