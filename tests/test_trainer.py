@@ -649,6 +649,7 @@ def test_cosine_decay_halves_the_dense_rate_midway_and_needs_the_steps(
   model = models.build_model(
       "dnn", rankup_tf.Schema.load(f"{data_dir}/small.json"),
       models.DNNConfig(embedding_dim=4, hidden_units=(8,)))
+  model.build_from_schema()
   dense, sparse = _dense_and_sparse(
       optimizers.make_optimizer(config, model, total_steps=10))
   dense.iterations.assign(5)

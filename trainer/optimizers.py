@@ -66,7 +66,8 @@ def _dense_learning_rate(config: config_lib.TrainConfig, total_steps: int):
 
 def make_optimizer(config: config_lib.TrainConfig, model,
                    total_steps: int = 0):
-  """The sparse optimizer on embedding tables, the dense one on the rest;
+  """The sparse optimizer on embedding tables, the dense one on the rest,
+  with their slots for the variables of `model`, which must be built;
   `total_steps` (the run's planned steps) sets a decaying dense rate."""
   optimizer = _CompositeOptimizer([
       (_optimizer(config.sparse_optimizer, config.sparse_learning_rate),
