@@ -561,6 +561,34 @@ def test_a_resume_keeps_the_best_checkpoint_its_history_names(tmp_path):
   assert checkpoints.steps() == []
 
 
+def test_evaluator_builds_its_pipeline_and_step_once_and_reads_new_weights(
+    data_dir, tmp_path):
+  from rankup_tf.trainer import evaluation
+  schema = rankup_tf.Schema.load(f"{data_dir}/small.json")
+  model = models.build_model("dnn", schema, models.DNNConfig(
+      embedding_dim=4, hidden_units=(8,), tower_units=(8,)))
+  model.build_from_schema()
+  traces = []
+  probabilities = model.probabilities
+  model.probabilities = lambda f: traces.append(1) or probabilities(f)
+  evaluator = evaluation.Evaluator(model, f"{data_dir}/eval-*", 256,
+                                   str(tmp_path))
+  first, again = evaluator(1), evaluator(2)
+  rows = sum(1 for _ in tf.data.TFRecordDataset(
+      tf.io.gfile.glob(f"{data_dir}/eval-*")))
+  assert rows % 256  # a last, smaller batch
+  for result in (first, again):
+    assert {t: v["examples"] for t, v in result["tasks"].items()} == {
+        t: rows for t in schema.task_names}
+  assert again["tasks"] == first["tasks"]
+  # Traced for full batches and the last, smaller one; never again.
+  assert len(traces) == 2
+  for variable in model.dense_variables:  # constant predictions
+    variable.assign(tf.zeros_like(variable))
+  assert all(v["auc"] == 0.5 for v in evaluator(3)["tasks"].values())
+  assert len(traces) == 2
+
+
 def test_best_evaluation_picks_by_direction_and_counts_patience():
   from rankup_tf.trainer import evaluation
   def result(step, value):

@@ -19,14 +19,14 @@ from rankup_tf import schema as schema_lib
 SELECTABLE_METRICS = {"auc": True, "gauc": True, "logloss": False}
 
 
-def predict(model, dataset: tf.data.Dataset) -> Dict[str, np.ndarray]:
-  """Probabilities, labels and user ids over a (features, labels) dataset.
+def predict(step, task_names, dataset: tf.data.Dataset
+            ) -> Dict[str, np.ndarray]:
+  """Probabilities (`step`: the model's `probabilities` as a tf.function),
+  labels and user ids over a (features, labels) dataset.
 
   The model runs in the strategy's cross-replica context on this process
   alone (no collectives), so one worker can evaluate while others wait.
   """
-  task_names = model.schema.task_names
-  step = tf.function(model.probabilities, autograph=False)
   columns: Dict[str, List[np.ndarray]] = {}
   for features, labels in dataset:
     outputs = {f"prediction/{t}": v for t, v in step(features).items()}
@@ -210,6 +210,11 @@ class Evaluator:
     self.best_checkpoints = best_checkpoints
     self.history: List[Dict] = []
     self.fields: Dict[str, Any] = {}  # more top-level fields of metrics.json
+    # Built at the first evaluation and reused: building the pipeline and
+    # tracing the step again each time cost about as much as predicting a
+    # small eval set.
+    self._dataset = None
+    self._step = None
     self._writer = (tf.summary.create_file_writer(os.path.join(log_dir,
                                                                "eval"))
                     if log_dir else None)
@@ -247,10 +252,13 @@ class Evaluator:
     tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
 
   def __call__(self, step: int) -> Dict:
-    dataset = rankup_tf.make_dataset(
-        self.file_pattern, self.schema, self.batch_size, shuffle=False,
-        deterministic=True, drop_remainder=False)
-    columns = predict(self.model, dataset)
+    if self._dataset is None:
+      self._dataset = rankup_tf.make_dataset(
+          self.file_pattern, self.schema, self.batch_size, shuffle=False,
+          deterministic=True, drop_remainder=False)
+      # Traced for full batches and for the last, smaller one; kept.
+      self._step = tf.function(self.model.probabilities, autograph=False)
+    columns = predict(self._step, self.schema.task_names, self._dataset)
     groups = columns.get("user_id")
     tasks = {t: metrics_lib.task_metrics(columns[f"label/{t}"],
                                          columns[f"prediction/{t}"], groups)
