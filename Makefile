@@ -31,7 +31,8 @@ demo: install
 # starting TensorFlow processes, which two workers overlap on 2 cores
 # (measured on a quiet 2-core machine: 1,065 s serial; 532-728 s with -n 2,
 # 484-629 s since the tracing cuts of docs/results.md, "A trainer run's
-# fixed cost"; 461-496 s with one trace of the training step).
+# fixed cost"; 496 s with the training step traced once, 461 s with the
+# evaluator's pipeline built once too).
 test: install
 	$(PY) -m pytest -q -n 2 tests
 
