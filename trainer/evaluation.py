@@ -256,7 +256,8 @@ class Evaluator:
       self._dataset = rankup_tf.make_dataset(
           self.file_pattern, self.schema, self.batch_size, shuffle=False,
           deterministic=True, drop_remainder=False)
-      # Traced for full batches and for the last, smaller one; kept.
+      # Traced for full batches and for the last, smaller one, and again
+      # when called outside the strategy scope fit's callbacks run in.
       self._step = tf.function(self.model.probabilities, autograph=False)
     columns = predict(self._step, self.schema.task_names, self._dataset)
     groups = columns.get("user_id")
