@@ -138,22 +138,44 @@ _RESTORE_SHARDED = _IN_PROCESS_CLUSTER + """
 import numpy as np
 from rankup_tf.trainer import strategy as strategy_lib
 from rankup_tf import run_dir
-from rankup_tf.serving import restore
+from rankup_tf.trainer import config as config_lib
+from rankup_tf.trainer import optimizers
 
 model_dir = sys.argv[1]
-strategy = strategy_lib.make_strategy("parameter_server", 1024, 0)
-with strategy.scope():
-  model, _ = run_dir.build_model(model_dir)
+config = config_lib.TrainConfig.load(os.path.join(model_dir,
+                                                  run_dir.CONFIG_FILE))
 latest = tf.train.latest_checkpoint(os.path.join(model_dir,
                                                  run_dir.CHECKPOINT_DIR))
-tf.train.Checkpoint(model=model).restore(latest).expect_partial()
-plain, _ = restore.model_from_model_dir(model_dir)
+
+# The model and its tables' optimizer (Adagrad), restored under `strategy`
+# as a resumed run restores them.
+def restored(strategy):
+  with strategy.scope():
+    model, _ = run_dir.build_model(model_dir)
+    optimizer = optimizers.make_optimizer(config, model)
+  tf.train.Checkpoint(model=model, optimizer=optimizer).restore(
+      latest).expect_partial()
+  return model, optimizer._optimizers_and_vars[0][0]
+
+model, sparse = restored(strategy_lib.make_strategy("parameter_server",
+                                                    1024, 0))
+plain, plain_sparse = restored(tf.distribute.get_strategy())
 result = {}
 for name, table in model.embedding.tables.items():
   parts = table.variables
   whole = np.concatenate([p.numpy() for p in parts])
-  result[name] = {"shards": len(parts), "same": bool(np.array_equal(
-      whole, plain.embedding.tables[name].numpy()))}
+  accumulator = np.concatenate([sparse.get_slot(p, "accumulator").numpy()
+                                for p in parts])
+  plain_accumulator = plain_sparse.get_slot(
+      plain.embedding.tables[name], "accumulator").numpy()
+  result[name] = {
+      "shards": len(parts),
+      "same": bool(np.array_equal(whole,
+                                  plain.embedding.tables[name].numpy())),
+      "same_accumulator": bool(np.array_equal(accumulator, plain_accumulator)),
+      # Adagrad's accumulators start at 0.1.
+      "trained_rows": int((plain_accumulator.max(axis=1) > 0.1 + 1e-6
+                           ).sum())}
 print("RESULT " + json.dumps(result), flush=True)
 """
 
@@ -161,7 +183,9 @@ print("RESULT " + json.dumps(result), flush=True)
 def test_checkpoint_restores_into_another_number_of_parameter_servers(
     cluster_run):
   """The run's checkpoint (tables in 2 shards) restored under a cluster of
-  3 parameter servers gives 3 shards holding the same rows."""
+  3 parameter servers gives 3 shards holding the same rows, and the same
+  Adagrad accumulators, as a restore without a strategy (a resumed run
+  keeps its tables' optimizer state)."""
   ports = [_free_port() for _ in range(5)]
   result = subprocess.run(
       [sys.executable, "-c", _RESTORE_SHARDED, str(cluster_run["model_dir"]),
@@ -171,7 +195,9 @@ def test_checkpoint_restores_into_another_number_of_parameter_servers(
   tables = json.loads(result.stdout.split("RESULT ")[1])
   assert len(tables) >= 2
   for name, table in tables.items():
-    assert table == {"shards": 3, "same": True}, name
+    assert table.pop("trained_rows") > 0, name
+    assert table == {"shards": 3, "same": True, "same_accumulator": True
+                     }, name
 
 
 _EARLY_STOPPING = _IN_PROCESS_CLUSTER + """
