@@ -287,13 +287,14 @@ def _assert_vector_finite(value: tf.Tensor, name: str, names):
   are rejected, never learned from or served: a missing value is an absent
   feature, which gets the schema's default."""
   finite = tf.reduce_all(tf.math.is_finite(value), axis=1)
-  bad = tf.logical_not(finite)
+  record = tf.argmax(tf.cast(tf.logical_not(finite), tf.int32),
+                     output_type=tf.int32)
   shown = tf.strings.reduce_join(tf.strings.as_string(
-      tf.gather(value, tf.argmax(tf.cast(bad, tf.int32)))), separator=" ")
+      tf.gather(value, record)), separator=" ")
   return tf.debugging.Assert(
       tf.reduce_all(finite),
       [message(f"Feature {name} must be finite; record ",
-               _record_name(names, bad), " has [", shown,
+               _name_of(names, record), " has [", shown,
                "] (leave a missing value out: it gets the default).")],
       name=f"check_{name}_finite")
 

@@ -561,13 +561,19 @@ def test_a_resume_keeps_the_best_checkpoint_its_history_names(tmp_path):
   assert checkpoints.steps() == []
 
 
-def test_evaluator_builds_its_pipeline_and_step_once_and_reads_new_weights(
-    data_dir, tmp_path):
-  from rankup_tf.trainer import evaluation
+def _small_dnn(data_dir):
+  """The suite's small DNN on the trainer log, built."""
   schema = rankup_tf.Schema.load(f"{data_dir}/small.json")
   model = models.build_model("dnn", schema, models.DNNConfig(
       embedding_dim=4, hidden_units=(8,), tower_units=(8,)))
   model.build_from_schema()
+  return model, schema
+
+
+def test_evaluator_builds_its_pipeline_and_step_once_and_reads_new_weights(
+    data_dir, tmp_path):
+  from rankup_tf.trainer import evaluation
+  model, schema = _small_dnn(data_dir)
   traces = []
   probabilities = model.probabilities
   model.probabilities = lambda f: traces.append(1) or probabilities(f)
@@ -674,10 +680,7 @@ def test_cosine_decay_halves_the_dense_rate_midway_and_needs_the_steps(
   config = config_lib.TrainConfig(
       train_files="t", schema="s", model_dir="m", dense_learning_rate=0.01,
       sparse_learning_rate=0.05, dense_learning_rate_decay="cosine")
-  model = models.build_model(
-      "dnn", rankup_tf.Schema.load(f"{data_dir}/small.json"),
-      models.DNNConfig(embedding_dim=4, hidden_units=(8,)))
-  model.build_from_schema()
+  model, _ = _small_dnn(data_dir)
   dense, sparse = _dense_and_sparse(
       optimizers.make_optimizer(config, model, total_steps=10))
   dense.iterations.assign(5)
@@ -695,11 +698,8 @@ def test_cosine_decay_halves_the_dense_rate_midway_and_needs_the_steps(
 
 def test_the_optimizer_has_its_slots_before_the_first_step_so_one_trace(
     data_dir):
-  schema = rankup_tf.Schema.load(f"{data_dir}/small.json")
   config = config_lib.TrainConfig(train_files="t", schema="s", model_dir="m")
-  model = models.build_model("dnn", schema, models.DNNConfig(
-      embedding_dim=4, hidden_units=(8,), tower_units=(8,)))
-  model.build_from_schema()
+  model, schema = _small_dnn(data_dir)
   model.compile(optimizer=optimizers.make_optimizer(config, model))
   dense, sparse = _dense_and_sparse(model.optimizer)
   assert all(dense.get_slot(v, "m") is not None
