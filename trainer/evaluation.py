@@ -210,9 +210,9 @@ class Evaluator:
     self.best_checkpoints = best_checkpoints
     self.history: List[Dict] = []
     self.fields: Dict[str, Any] = {}  # more top-level fields of metrics.json
-    # Built at the first evaluation and reused: building the pipeline and
-    # tracing the step again each time took 4x as long as predicting the
-    # suite's small eval set.
+    # Built at the first evaluation and reused: an evaluation that built
+    # both took 6.1x as long as one that reuses them on the suite's eval
+    # set (docs/results.md, "A trainer run's fixed cost").
     self._dataset = None
     self._step = None
     self._writer = (tf.summary.create_file_writer(os.path.join(log_dir,
@@ -256,8 +256,7 @@ class Evaluator:
       self._dataset = rankup_tf.make_dataset(
           self.file_pattern, self.schema, self.batch_size, shuffle=False,
           deterministic=True, drop_remainder=False)
-      # Traced for full batches and for the last, smaller one, and again
-      # when called outside the strategy scope fit's callbacks run in.
+      # Traced for full batches and for the last, smaller one.
       self._step = tf.function(self.model.probabilities, autograph=False)
     columns = predict(self._step, self.schema.task_names, self._dataset)
     groups = columns.get("user_id")
