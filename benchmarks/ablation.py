@@ -15,9 +15,10 @@ Trains, on the same data, batch, steps and seeds, two sets of rows
       . + global token & multi-embedding (K = 2 views)
       . + crossed pretrained token (pretrained pairs only, still K = 2)
       . + sparse cross tokens & third view (sparse pairs, K = 3)
-      . + task tokens . full RankUp (+ pre-LN SwiGLU blocks)
+      . full RankUp (+ pre-LN SwiGLU blocks)
 
-  (the two cross rows appear when the schema has such pairs);
+  (the two cross rows appear when the schema has such pairs; task tokens
+  are off in the shipped RankUp, so they are not a step);
 * the paper's table (`--ablation=single`): RankMixer, each RankUp component
   alone on top of it (random split; global token & multi-embedding;
   crossed pretrained token; task tokens; pre-LN SwiGLU blocks), full RankUp,

@@ -4,8 +4,9 @@ training run, and small table helpers.
 
 A row is (name, model, config, label). Token-model rows are built from
 COMPONENTS: each RankUp component is a set of RankUpConfig fields that take
-RankMixer's value when the component is off and the shipped RankUp's value
-when it is on, so a ladder step or a single-component row differs from its
+RankMixer's value when the component is off and, when it is on, the shipped
+RankUp's value (or the component's own `values` for one the shipped RankUp
+leaves off), so a ladder step or a single-component row differs from its
 reference in exactly the fields of the components it switches.
 """
 
@@ -136,6 +137,14 @@ class Component(NamedTuple):
   label: str
   fields: FrozenSet[str]
   in_paper_table: bool  # the paper reports it alone on top of RankMixer
+  # The fields' values when on, for a component the shipped RankUp leaves
+  # off (it is then outside the ladder and full RankUp); None: the shipped
+  # RankUp's values.
+  values: Optional[Dict[str, object]] = None
+
+  @property
+  def shipped(self) -> bool:
+    return self.values is None
 
 
 # In ladder order. num_embedding_views is not a component field: the
@@ -152,7 +161,10 @@ COMPONENTS = (
               frozenset({"cross_tokens"}), True),
     Component("sparse_crosses", "sparse cross tokens & third view",
               frozenset({"sparse_cross_tokens"}), False),
-    Component("task_tokens", "task tokens", frozenset({"task_tokens"}), True),
+    # Off in the shipped RankUp: at a fixed T each task token takes an input
+    # token's place (docs/results.md, "Task tokens off by default").
+    Component("task_tokens", "task tokens", frozenset({"task_tokens"}), True,
+              values={"task_tokens": True}),
     Component("swiglu", "pre-LN SwiGLU blocks",
               frozenset({"block", "ffn_activation", "final_norm",
                          "num_dense_tokens"}), True),
@@ -175,7 +187,8 @@ def token_config(token: Dict, on: Iterable[str]) -> models.RankUpConfig:
   values = dataclasses.asdict(models.RankMixerConfig(**token).as_rankup())
   for component in COMPONENTS:
     if component.name in on:
-      values.update({f: getattr(full, f) for f in component.fields})
+      values.update(component.values
+                    or {f: getattr(full, f) for f in component.fields})
   if "crossed" in on or "sparse_crosses" in on:
     values["cross_tokens"] = True
   values["num_embedding_views"] = full.num_embedding_views
@@ -199,17 +212,18 @@ def rankmixer_row(token: Dict) -> Row:
 
 
 def full_rankup_row(schema: rankup_tf.Schema, token: Dict) -> Row:
+  """The shipped RankUp: every shipped component the schema allows."""
   return Row("full_rankup", "rankup", token_config(
-      token, [c.name for c in _available(schema)]),
+      token, [c.name for c in _available(schema) if c.shipped]),
              "full RankUp (+ pre-LN SwiGLU)")
 
 
 def ladder(schema: rankup_tf.Schema, token: Dict) -> List[Row]:
-  """Baselines, RankMixer, then one row per component, each adding to the
-  row before; the last is full RankUp."""
+  """Baselines, RankMixer, then one row per shipped component, each adding
+  to the row before; the last is full RankUp."""
   rows = baseline_rows(token["embedding_dim"]) + [rankmixer_row(token)]
   on = []
-  available = _available(schema)
+  available = [c for c in _available(schema) if c.shipped]
   for component in available[:-1]:
     on.append(component.name)
     rows.append(Row(component.name, "rankup",

@@ -116,11 +116,17 @@ def test_rows_differ_from_rankmixer_in_the_documented_components(data):
     return models.build_model("rankup", schema, row.config).num_embedding_views
   assert views(single["only_global_multi_embedding"]) == 2
 
+  # Task tokens are the one component the shipped RankUp leaves off: the
+  # paper's table has them, the ladder and full RankUp do not.
+  shipped = [c for c in common.COMPONENTS if c.shipped]
+  assert [c.name for c in common.COMPONENTS if not c.shipped] == [
+      "task_tokens"]
+  assert single["only_task_tokens"].config.task_tokens
   ladder = [r for r in common.ladder(schema, TOKEN) if r.model == "rankup"]
-  assert [r.name for r in ladder] == [c.name for c in common.COMPONENTS[:-1]
+  assert [r.name for r in ladder] == [c.name for c in shipped[:-1]
                                       ] + ["full_rankup"]
   previous = rankmixer
-  for row, component in zip(ladder, common.COMPONENTS):
+  for row, component in zip(ladder, shipped):
     assert _components_switched(row.config, previous) == {component.name}
     previous = row.config
   by_name = {r.name: r for r in ladder}

@@ -21,17 +21,17 @@ LADDER = {
         num_tokens=4, token_dim=16, **SMALL)),
     "random_split": ("rankup", models.RankUpConfig(
         num_tokens=4, token_dim=16, num_embedding_views=1, global_token=False,
-        cross_tokens=False, task_tokens=False, block="rankmixer",
-        ffn_activation="gelu", **SMALL)),
+        cross_tokens=False, block="rankmixer", ffn_activation="gelu",
+        **SMALL)),
     "global_multi_embedding": ("rankup", models.RankUpConfig(
         num_tokens=4, token_dim=16, num_embedding_views=2, cross_tokens=False,
-        task_tokens=False, block="rankmixer", ffn_activation="gelu", **SMALL)),
-    "crossed": ("rankup", models.RankUpConfig(
-        num_tokens=8, token_dim=16, num_embedding_views=3, task_tokens=False,
         block="rankmixer", ffn_activation="gelu", **SMALL)),
+    "crossed": ("rankup", models.RankUpConfig(
+        num_tokens=8, token_dim=16, num_embedding_views=3, block="rankmixer",
+        ffn_activation="gelu", **SMALL)),
     "task_tokens": ("rankup", models.RankUpConfig(
-        num_tokens=8, token_dim=16, block="rankmixer", ffn_activation="gelu",
-        **SMALL)),
+        num_tokens=8, token_dim=16, task_tokens=True, block="rankmixer",
+        ffn_activation="gelu", **SMALL)),
     "full_rankup": ("rankup", models.RankUpConfig(
         num_tokens=8, token_dim=16, **SMALL)),
     "rankup_fm_moe": ("rankup", models.RankUpConfig(
@@ -65,15 +65,21 @@ def test_output_shapes_for_every_config(schema, batch, case):
 
 def test_token_layout_and_views(schema):
   model = models.RankUpModel(schema, LADDER["full_rankup"][1])
-  # global 1 + dense 1 + cross 2 (one pretrained, one sparse) + task 2.
-  assert model.token_counts == {"global": 1, "dense": 1, "cross": 2,
-                                "task": 2, "sparse": 2}
+  # global 1 + cross 2 (one pretrained, one sparse) leave 5: the dense
+  # inputs' share (5 of 10 fields) is 2. No task tokens by default.
+  assert model.token_counts == {"global": 1, "dense": 2, "cross": 2,
+                                "task": 0, "sparse": 3}
   assert model.embedding.view_features == [
       schema.sparse_names, schema.sparse_names, ["s_hash", "i_hash"]]
-  # The dense token sees the 3 dense fields and both 4-dim vectors, so a
+  # The dense tokens see the 3 dense fields and both 4-dim vectors, so a
   # model without cross tokens (RankMixer) still gets the vectors.
   model.build_from_schema()
-  assert model.dense_token.weights[0].shape == [3 + 4 + 4, 16]
+  assert model.dense_token.weights[0].shape == [3 + 4 + 4, 2 * 16]
+  # Two task tokens take input tokens' places: T stays 8.
+  with_tasks = models.RankUpModel(schema, dataclasses.replace(
+      LADDER["full_rankup"][1], task_tokens=True))
+  assert with_tasks.token_counts == {"global": 1, "dense": 1, "cross": 2,
+                                     "task": 2, "sparse": 2}
 
 
 def test_gradients_reach_every_view_and_weight(schema, batch):
@@ -131,7 +137,7 @@ def test_view_embedding_dims_size_each_views_table_and_train(schema, batch):
      r"view\(s\) \[3\] would feed nothing"),
     (dict(num_tokens=4, token_dim=16), "num_tokens=4 leaves no sparse tokens"),
     (dict(num_tokens=16, token_dim=32, num_dense_tokens=1),
-     "asks for 10 sparse tokens but the schema has 5 sparse fields"),
+     "asks for 12 sparse tokens but the schema has 5 sparse fields"),
     (dict(split="hash"), "Unknown split 'hash'"),
     (dict(block="transformer"), "Unknown block style 'transformer'"),
     (dict(global_token_func="ffm"), "unknown func 'ffm'"),
@@ -199,25 +205,27 @@ def test_swiglu_blocks_are_two_thirds_wide_unless_pinned(schema):
   assert ffn_width(dataclasses.replace(config, ffn_hidden_dim=32)) == 32
 
 
-def test_dense_inputs_get_their_share_of_the_free_tokens(schema):
+def test_dense_inputs_get_their_share_of_the_free_tokens():
   criteo = criteo_to_tfrecord.criteo_schema(hash_buckets=10)  # 26 + 13
   token = dict(num_tokens=16, token_dim=64, **SMALL)
-  # Global and task tokens leave 14: 13/39 of them is 4.67, rounded down.
+  # The global token leaves 15: 13/39 of them is 5.
   full = models.RankUpModel(criteo, models.RankUpConfig(**token))
-  assert full.token_counts == {"global": 1, "dense": 4, "cross": 0,
-                               "task": 1, "sparse": 10}
+  assert full.token_counts == {"global": 1, "dense": 5, "cross": 0,
+                               "task": 0, "sparse": 10}
   full.build_from_schema()
-  assert full.dense_token.weights[0].shape == [13, 4 * 64]
+  assert full.dense_token.weights[0].shape == [13, 5 * 64]
+  # Global and task tokens leave 14: 13/39 of them is 4.67, rounded down.
+  with_task = models.RankUpModel(criteo, models.RankUpConfig(
+      task_tokens=True, **token))
+  assert with_task.token_counts == {"global": 1, "dense": 4, "cross": 0,
+                                    "task": 1, "sparse": 10}
   # An explicit count; RankMixer keeps its one dense token.
   five = models.RankUpModel(criteo, models.RankUpConfig(
       num_dense_tokens=5, **token))
-  assert (five.token_counts["dense"], five.token_counts["sparse"]) == (5, 9)
+  assert (five.token_counts["dense"], five.token_counts["sparse"]) == (5, 10)
   rankmixer = models.RankMixerModel(criteo, models.RankMixerConfig(**token))
   assert rankmixer.token_counts["dense"] == 1
-  # Few dense inputs (3 fields, 2 vectors) still get one token; none
-  # without dense_token.
-  assert models.RankUpModel(schema, LADDER["full_rankup"][1]
-                            ).token_counts["dense"] == 1
+  # None without dense_token.
   assert models.RankUpModel(criteo, models.RankUpConfig(
       dense_token=False, **token)).token_counts["dense"] == 0
   with pytest.raises(ValueError, match="num_dense_tokens must be >= 0"):

@@ -179,7 +179,12 @@ class RankUpConfig(TokenModelConfig):
     cross_tokens: one token per schema cross pair.
     sparse_cross_tokens: with cross_tokens, also the pairs of two sparse
       fields (view 3); off: crossed pretrained tokens only.
-    task_tokens: one learned token per task, read by its task tower.
+    task_tokens: one learned token per task, read by its task tower. Off
+      by default: T is fixed (D must divide by it), so each task token takes
+      an input token's place, and with one or two tasks at T = 16 that cost
+      more than the tokens gave on all three logs measured
+      (docs/results.md, "Task tokens off by default"). Worth trying with
+      many tasks and a large T.
     block: "rankup" (pre-LN, SwiGLU) or "rankmixer" (post-LN, GELU).
     final_norm: a LayerNorm on the tokens after the last "rankup" block,
       before the towers (pre-LN blocks leave the residual stream
@@ -214,7 +219,8 @@ class RankUpConfig(TokenModelConfig):
   sparse_cross_tokens: bool = config_field(
       True, help_text="With --cross_tokens, also the schema's sparse cross "
       "pairs.")
-  task_tokens: bool = config_field(True, help_text="Task tokens.")
+  task_tokens: bool = config_field(
+      False, help_text="Task tokens (each takes an input token's place).")
   block: str = config_field(
       "rankup", help_text="Block style (rankup: pre-LN SwiGLU; rankmixer: "
       "post-LN GELU).", choices=("rankup", "rankmixer"))
