@@ -181,10 +181,10 @@ class RankUpConfig(TokenModelConfig):
       fields (view 3); off: crossed pretrained tokens only.
     task_tokens: one learned token per task, read by its task tower. Off
       by default: T is fixed (D must be divisible by T), so each task
-      token takes an input token's place, and with one or two tasks at
-      T = 16 that cost more than the tokens gave on all three logs
-      measured (docs/results.md, "Task tokens off by default"). Worth
-      trying with many tasks and a large T.
+      token takes an input token's place; with one or two tasks at T = 16
+      that cost more than the tokens gave on two of the three logs
+      measured and nothing on the third (docs/results.md, "Task tokens off
+      by default"). Worth trying with many tasks and a large T.
     block: "rankup" (pre-LN, SwiGLU) or "rankmixer" (post-LN, GELU).
     final_norm: a LayerNorm on the tokens after the last "rankup" block,
       before the towers (pre-LN blocks leave the residual stream
