@@ -179,9 +179,15 @@ def _available(schema: rankup_tf.Schema) -> List[Component]:
           and (c.name != "sparse_crosses" or "sparse" in kinds)]
 
 
+def _shipped(schema: rankup_tf.Schema) -> List[Component]:
+  """The available components the shipped RankUp has on: the ladder's
+  steps, and full RankUp."""
+  return [c for c in _available(schema) if c.shipped]
+
+
 def token_config(token: Dict, on: Iterable[str]) -> models.RankUpConfig:
-  """RankMixer as a RankUpConfig with the named components switched to the
-  shipped RankUp's values."""
+  """RankMixer as a RankUpConfig with the named components switched on: to
+  the shipped RankUp's values, or a component's own `values`."""
   on = set(on)
   full = models.RankUpConfig(**token)
   values = dataclasses.asdict(models.RankMixerConfig(**token).as_rankup())
@@ -214,7 +220,7 @@ def rankmixer_row(token: Dict) -> Row:
 def full_rankup_row(schema: rankup_tf.Schema, token: Dict) -> Row:
   """The shipped RankUp: every shipped component the schema allows."""
   return Row("full_rankup", "rankup", token_config(
-      token, [c.name for c in _available(schema) if c.shipped]),
+      token, [c.name for c in _shipped(schema)]),
              "full RankUp (+ pre-LN SwiGLU)")
 
 
@@ -223,8 +229,7 @@ def ladder(schema: rankup_tf.Schema, token: Dict) -> List[Row]:
   to the row before; the last is full RankUp."""
   rows = baseline_rows(token["embedding_dim"]) + [rankmixer_row(token)]
   on = []
-  available = [c for c in _available(schema) if c.shipped]
-  for component in available[:-1]:
+  for component in _shipped(schema)[:-1]:
     on.append(component.name)
     rows.append(Row(component.name, "rankup",
                     token_config(token, on), f"+ {component.label}"))
