@@ -5,20 +5,24 @@ r"""Models compared over repeated random train/eval splits of one log.
             --num_shards=4 --eval_fraction=0.2 --hash_buckets=10000" \
         --splits=10 --seeds=0,1,2 \
         --arm="rankup=--model=rankup" --arm="dnn=--model=dnn" \
-        --arm="rankup_postln=--model=rankup --block=rankmixer --nofinal_norm"
+        --arm="rankup_postln=--model=rankup --block=rankmixer --nofinal_norm \
+            --ffn_activation=gelu --num_dense_tokens=1"
 
 On a small log one split's AUC says more about the split than about the
 model: on Criteo 8k a model's rank moved with the 80/20 split drawn
 (docs/results.md, "Ten splits, tuned"). So split p (0 .. --splits - 1) is
 the converter's output with `--seed=p`, and every arm (a name and its
 trainer flags) trains on it once per seed of --seeds
-(`python -m trainer.train --train_flags <arm flags> --seed=S
---permutation_seed=S`) and is scored by its final eval AUC.
+(`python -m trainer.train <--train_flags> <arm flags> --seed=S
+--permutation_seed=S`, in a fresh models/split{p}_{arm}_seed{S}/) and is
+scored by its final eval AUC.
 
---output_dir gets data/split{p}/ (the converted splits), auc.csv (one line
-per split, arm, seed and task; written as each run ends, so a rerun keeps
-the runs already there whose arm flags are unchanged and runs the rest)
-and results.md: each arm's mean AUC and, against --reference (default:
+--output_dir gets data/split{p}/ (the converted splits, with the converter
+flags they were made with: a rerun with other converter flags is refused,
+not mixed in), models/ (the last runs), auc.csv (one line per split, arm,
+seed and task, with the run's trainer flags; written as each run ends, so
+a rerun keeps the runs already there whose trainer flags, --train_flags
+and the arm's, are unchanged, and runs the rest) and results.md: each arm's mean AUC and, against --reference (default:
 the first arm), the mean over splits of the per-split difference of
 seed-mean AUCs, its standard error, t = mean / SE, and on how many splits
 the arm was higher. Splits are the unit: the seeds of one split share its
@@ -31,6 +35,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from typing import Dict, List, Sequence, Tuple
@@ -143,24 +148,38 @@ def _run(command: List[str], what: str) -> None:
 
 
 def convert(output_dir: str, split: int) -> str:
-  """The split's data dir, converted with --seed=split unless it is there."""
+  """The split's data dir, converted with --seed=split unless it is there
+  (made with the same converter and flags; other ones are refused)."""
   path = os.path.join(output_dir, "data", f"split{split}")
-  if not os.path.exists(os.path.join(path, "schema.json")):
-    _run([sys.executable, "-m", FLAGS.converter,
-          *shlex.split(FLAGS.converter_flags), f"--output_dir={path}",
-          f"--seed={split}"], f"Converting split {split}")
+  made_with = os.path.join(path, "converter_command.txt")
+  command = [sys.executable, "-m", FLAGS.converter,
+             *shlex.split(FLAGS.converter_flags), f"--output_dir={path}",
+             f"--seed={split}"]
+  recorded = shlex.join(command[1:])  # not the interpreter's path
+  if os.path.exists(made_with):
+    with open(made_with) as f:
+      previous = f.read().strip()
+    if previous != recorded:
+      sys.exit(f"{path} was converted with `{previous}`, not `{recorded}`: "
+               "use another --output_dir or delete it.")
+    return path
+  shutil.rmtree(path, ignore_errors=True)  # a conversion killed midway
+  _run(command, f"Converting split {split}")
+  with open(made_with, "w") as f:
+    f.write(recorded + "\n")
   return path
 
 
-def train(data_dir: str, arm_flags: List[str], seed: int, model_dir: str
+def train(data_dir: str, run_flags: List[str], seed: int, model_dir: str
           ) -> Dict[str, float]:
-  """One run; {task: final eval AUC}."""
+  """One run in a fresh model_dir (a checkpoint left there would be
+  restored, not trained); {task: final eval AUC}."""
+  shutil.rmtree(model_dir, ignore_errors=True)
   _run([sys.executable, "-m", "trainer.train",
         f"--train_files={data_dir}/train-*", f"--eval_files={data_dir}/eval-*",
         f"--schema={data_dir}/schema.json", f"--model_dir={model_dir}",
-        *shlex.split(FLAGS.train_flags), *arm_flags, f"--seed={seed}",
-        f"--permutation_seed={seed}"],
-       f"Training {shlex.join(arm_flags)} seed {seed} on {data_dir}")
+        *run_flags, f"--seed={seed}", f"--permutation_seed={seed}"],
+       f"Training {shlex.join(run_flags)} seed {seed} on {data_dir}")
   with open(os.path.join(model_dir, "metrics.json")) as f:
     tasks = json.load(f)["final"]["tasks"]
   return {task: values["auc"] for task, values in tasks.items()}
@@ -184,13 +203,14 @@ def main(argv):
   for split in range(FLAGS.splits):
     data_dir = convert(FLAGS.output_dir, split)
     for name, arm_flags in arms.items():
-      flag_text = shlex.join(arm_flags)
+      run_flags = shlex.split(FLAGS.train_flags) + arm_flags
+      flag_text = shlex.join(run_flags)
       for seed in seeds:
         if (str(split), name, flag_text, str(seed)) in done:
           continue
         model_dir = os.path.join(FLAGS.output_dir, "models",
                                  f"split{split}_{name}_seed{seed}")
-        aucs = train(data_dir, arm_flags, seed, model_dir)
+        aucs = train(data_dir, run_flags, seed, model_dir)
         new = [dict(split=split, arm=name, flags=flag_text, seed=seed,
                     task=task, auc=auc) for task, auc in aucs.items()]
         with open(csv_path, "a", newline="") as f:
@@ -201,7 +221,8 @@ def main(argv):
               flush=True)
   # A rerun with changed flags keeps the old lines; report the current ones.
   current = [r for r in rows if r["arm"] in arms
-             and r["flags"] == shlex.join(arms[r["arm"]])
+             and r["flags"] == shlex.join(shlex.split(FLAGS.train_flags)
+                                          + arms[r["arm"]])
              and int(r["split"]) < FLAGS.splits and int(r["seed"]) in seeds]
   text = report(current, list(arms), reference)
   with open(os.path.join(FLAGS.output_dir, "results.md"), "w") as f:

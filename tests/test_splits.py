@@ -30,32 +30,36 @@ def test_paired_difference_is_over_split_means():
   rows = [dict(split=p, arm=arm, seed=s, task="click", auc=auc)
           for p, arm, s, auc in [
               (0, "ref", 0, 0.70), (0, "ref", 1, 0.72), (0, "new", 0, 0.74),
-              (1, "ref", 0, 0.60), (1, "new", 0, 0.59), (1, "new", 1, 0.61),
+              (1, "ref", 0, 0.60), (1, "new", 0, 0.58), (1, "new", 1, 0.61),
               (2, "ref", 0, 0.65), (2, "new", 0, 0.68),
               (3, "new", 0, 0.99)]]           # split 3: no reference there
   means = splits.split_means(rows, "click")
   assert means["ref"] == pytest.approx({0: 0.71, 1: 0.60, 2: 0.65})
   diff, se, higher, n = splits.paired(means["new"], means["ref"])
-  diffs = [0.03, 0.0, 0.03]
-  sd = math.sqrt(sum((d - 0.02) ** 2 for d in diffs) / 2)
-  assert (diff, higher, n) == (pytest.approx(0.02), 2, 3)
+  diffs = [0.03, -0.005, 0.03]
+  mean = sum(diffs) / 3
+  sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2)
+  assert (diff, higher, n) == (pytest.approx(mean), 2, 3)
   assert se == pytest.approx(sd / math.sqrt(3))
   table = splits.report(rows, ["ref", "new"], "ref")
-  assert f"| new | 5 | 4 | {(0.74 + 0.60 + 0.68 + 0.99) / 4:.4f} | " \
-         f"+0.0200 ± {se:.4f} | {0.02 / se:+.1f} | 2 of 3 |" in table
+  assert f"| new | 5 | 4 | {(0.74 + 0.595 + 0.68 + 0.99) / 4:.4f} | " \
+         f"{mean:+.4f} ± {se:.4f} | {mean / se:+.1f} | 2 of 3 |" in table
 
 
-def _study(tsv, out, *arms):
+TRAIN_FLAGS = ("--train_steps=2 --global_batch_size=64 "
+               "--checkpoint_every_n_steps=1000000")
+
+
+def _study(tsv, out, *arms, buckets=40, returncode=0):
   command = [sys.executable, "-m", "benchmarks.splits", f"--output_dir={out}",
              f"--converter_flags=--input={tsv} --num_shards=1 "
-             "--eval_fraction=0.25 --hash_buckets=40", "--splits=2",
-             "--seeds=0", "--train_flags=--train_steps=2 "
-             "--global_batch_size=64 --checkpoint_every_n_steps=1000000",
+             f"--eval_fraction=0.25 --hash_buckets={buckets}", "--splits=2",
+             "--seeds=0", f"--train_flags={TRAIN_FLAGS}",
              *[f"--arm={a}" for a in arms]]
   result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.returncode == returncode, result.stderr[-3000:]
   with open(os.path.join(out, "auc.csv")) as f:
-    return list(csv.DictReader(f)), result.stdout
+    return list(csv.DictReader(f)), result.stdout + result.stderr
 
 
 def test_a_study_converts_trains_reports_and_resumes(shared_data, tmp_path):
@@ -74,10 +78,19 @@ def test_a_study_converts_trains_reports_and_resumes(shared_data, tmp_path):
   assert evals[0] != evals[1]
   results = (out / "results.md").read_text()
   assert "| dnn | 2 | 2 |" in results and "| dlrm | 2 | 2 |" in results
-  # A rerun keeps the dnn runs, runs the arm whose flags changed again.
+  # A rerun keeps the dnn runs and trains the arm whose flags changed
+  # afresh: not restored from the first runs' checkpoints.
   rows_again, stdout = _study(tsv, out, "dnn=--model=dnn",
                               "dlrm=--model=dlrm --dropout=0.1")
   assert "dnn seed" not in stdout and stdout.count("dlrm seed 0") == 2
   assert rows_again[:4] == rows
-  assert [r["flags"] for r in rows_again[4:]] == ["--model=dlrm --dropout=0.1"
-                                                  ] * 2
+  new = rows_again[4:]
+  assert [r["flags"] for r in new] == [
+      f"{TRAIN_FLAGS} --model=dlrm --dropout=0.1"] * 2
+  old = [r["auc"] for r in rows if r["arm"] == "dlrm"]
+  assert [r["auc"] for r in new] != old
+  # The report reads the current runs only.
+  assert "| dlrm | 2 | 2 |" in (out / "results.md").read_text()
+  # Data converted with other converter flags is not reused.
+  _, stderr = _study(tsv, out, "dnn=--model=dnn", buckets=41, returncode=1)
+  assert "was converted with" in stderr and "--hash_buckets=40" in stderr
