@@ -194,6 +194,8 @@ def main(argv):
                      f"({', '.join(arms)}).")
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   csv_path = os.path.join(FLAGS.output_dir, "auc.csv")
+  run_flags = {name: shlex.split(FLAGS.train_flags) + arm_flags
+               for name, arm_flags in arms.items()}
   rows = read_rows(csv_path)
   done = {(r["split"], r["arm"], r["flags"], r["seed"]) for r in rows}
   if not rows:
@@ -202,27 +204,24 @@ def main(argv):
   seeds = [int(s) for s in FLAGS.seeds]
   for split in range(FLAGS.splits):
     data_dir = convert(FLAGS.output_dir, split)
-    for name, arm_flags in arms.items():
-      run_flags = shlex.split(FLAGS.train_flags) + arm_flags
-      flag_text = shlex.join(run_flags)
+    for name, flags_of_run in run_flags.items():
       for seed in seeds:
-        if (str(split), name, flag_text, str(seed)) in done:
+        if (str(split), name, shlex.join(flags_of_run), str(seed)) in done:
           continue
         model_dir = os.path.join(FLAGS.output_dir, "models",
                                  f"split{split}_{name}_seed{seed}")
-        aucs = train(data_dir, run_flags, seed, model_dir)
-        new = [dict(split=split, arm=name, flags=flag_text, seed=seed,
-                    task=task, auc=auc) for task, auc in aucs.items()]
+        aucs = train(data_dir, flags_of_run, seed, model_dir)
         with open(csv_path, "a", newline="") as f:
-          csv.DictWriter(f, CSV_FIELDS).writerows(new)
-        rows += [{k: str(v) for k, v in r.items()} for r in new]
+          csv.DictWriter(f, CSV_FIELDS).writerows(
+              dict(split=split, arm=name, flags=shlex.join(flags_of_run),
+                   seed=seed, task=task, auc=auc)
+              for task, auc in aucs.items())
         print(f"split {split} {name} seed {seed}: "
               + " ".join(f"{t} auc {a:.4f}" for t, a in aucs.items()),
               flush=True)
   # A rerun with changed flags keeps the old lines; report the current ones.
-  current = [r for r in rows if r["arm"] in arms
-             and r["flags"] == shlex.join(shlex.split(FLAGS.train_flags)
-                                          + arms[r["arm"]])
+  current = [r for r in read_rows(csv_path) if r["arm"] in arms
+             and r["flags"] == shlex.join(run_flags[r["arm"]])
              and int(r["split"]) < FLAGS.splits and int(r["seed"]) in seeds]
   text = report(current, list(arms), reference)
   with open(os.path.join(FLAGS.output_dir, "results.md"), "w") as f:
