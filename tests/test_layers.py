@@ -284,6 +284,7 @@ def _all_layers():
       (layers.GlobalToken(8, "fm"), view),
       (layers.GlobalToken(8, "fwfm"), view),
       (layers.GlobalToken(8, "dcn"), view),
+      (layers.GlobalToken(8, "dcn", cross_projection_dim=4), view),
       (layers.CrossedPretrainedToken(8), [(vec, vec * 2)]),
       (layers.DenseToken(8, num_tokens=2), vec),
       (layers.TaskTokens(2, 8), vec),
@@ -450,6 +451,22 @@ def test_fwfm_global_token_weights_every_field_pair():
   with tf.GradientTape() as tape:
     loss = tf.reduce_sum(tf.square(fwfm(e)))
   assert np.all(tape.gradient(loss, fwfm.pair_weights).numpy() != 0)
+
+
+def test_dcn_global_token_cross_rank():
+  e = np.random.default_rng(8).normal(size=(5, 4, 3)).astype(np.float32)
+  full = layers.GlobalToken(6, "dcn")
+  low = layers.GlobalToken(6, "dcn", cross_projection_dim=2)
+  full(e), low(e)
+  # Md = 12 inputs: full rank is a [12, 12] kernel per layer, rank 2 a
+  # [12, 2] down and a [2, 12] up projection.
+  assert [w.shape for w in full._cross[0].trainable_weights] == [
+      (12, 12), (12,)]
+  assert [w.shape for w in low._cross[0].trainable_weights] == [
+      (12, 2), (2, 12), (12,)]
+  for func, rank in (("mlp", 2), ("dcn", -1)):
+    with pytest.raises(ValueError, match="cross_projection_dim"):
+      layers.GlobalToken(6, func, cross_projection_dim=rank)
 
 
 def test_dense_tokens_are_separate_projections_of_all_dense_inputs():

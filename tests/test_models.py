@@ -141,6 +141,8 @@ def test_view_embedding_dims_size_each_views_table_and_train(schema, batch):
     (dict(split="hash"), "Unknown split 'hash'"),
     (dict(block="transformer"), "Unknown block style 'transformer'"),
     (dict(global_token_func="ffm"), "unknown func 'ffm'"),
+    (dict(global_token_projection_dim=8),
+     r"cross_projection_dim=8 is the rank of the 'dcn' cross layers"),
     (dict(view_embedding_dims=(8, 8)),
      r"view_embedding_dims=\[8, 8\] has 2 entries but num_embedding_views=3"),
     (dict(view_embedding_dims=(8, 0, 8)),

@@ -250,9 +250,10 @@ SPLITS = {"random": RandomPermutationSplit, "semantic": SemanticGroupSplit,
           "ordered": OrderedSplit}
 
 
-def _cross_layers(num_layers: int, regularizer) -> list:
-  """`num_layers` DCNv2 cross layers of TFRS, which is Keras 2 only (and
-  imported only here, so the other tokenizers load without it)."""
+def _cross_layers(num_layers: int, projection_dim: int, regularizer) -> list:
+  """`num_layers` DCNv2 cross layers of TFRS (low-rank with a
+  `projection_dim`, 0: full rank), which is Keras 2 only (and imported only
+  here, so the other tokenizers load without it)."""
   if keras_compat.KERAS_3:
     raise ValueError(
         "GlobalToken(func='dcn') uses TensorFlow-Recommenders' DCNv2 cross "
@@ -260,7 +261,8 @@ def _cross_layers(num_layers: int, regularizer) -> list:
         "Keras 3. Use func='mlp', 'fm' or 'fwfm', or set "
         "TF_USE_LEGACY_KERAS=1 before Python starts.")
   import tensorflow_recommenders as tfrs  # pylint: disable=g-import-not-at-top
-  return [tfrs.layers.dcn.Cross(kernel_regularizer=regularizer)
+  return [tfrs.layers.dcn.Cross(projection_dim=projection_dim or None,
+                                kernel_regularizer=regularizer)
           for _ in range(num_layers)]
 
 
@@ -275,8 +277,9 @@ class GlobalToken(keras.layers.Layer):
     * "fwfm": field-weighted FM, sum_{i<j} r_ij e_i * e_j [B, d], with a
       learned scalar r_ij per field pair (initialized to 1, so it starts as
       "fm");
-    * "dcn": the concatenation through DCNv2 cross layers (tfrs; Keras 2
-      only);
+    * "dcn": the concatenation through `num_cross_layers` DCNv2 cross
+      layers (tfrs; Keras 2 only), full rank (each (Md)^2 weights) or, with
+      `cross_projection_dim` r, low rank (2 Md r weights each);
   each followed by a projection to D. FM and FwFM keep the element-wise
   products un-summed (bi-interaction pooling, as in NFM): the scalar FM
   score, sum over the d dims, would project to a rank-1 token.
@@ -294,22 +297,29 @@ class GlobalToken(keras.layers.Layer):
 
   def __init__(self, token_dim: int, func: str = "mlp",
                hidden_units: Sequence[int] = (256,), num_cross_layers: int = 2,
-               kernel_l2: float = 0.0, **kwargs):
+               cross_projection_dim: int = 0, kernel_l2: float = 0.0,
+               **kwargs):
     super().__init__(**kwargs)
     if func not in GLOBAL_TOKEN_FUNCS:
       raise ValueError(f"GlobalToken: unknown func {func!r}; expected one of "
                        f"{GLOBAL_TOKEN_FUNCS}.")
+    if cross_projection_dim < 0 or (cross_projection_dim and func != "dcn"):
+      raise ValueError(
+          f"GlobalToken: cross_projection_dim={cross_projection_dim} is the "
+          f"rank of the 'dcn' cross layers (>= 0, 0: full rank); func="
+          f"{func!r} has none.")
     self.token_dim = token_dim
     self.func = func
     self.hidden_units = list(hidden_units)
     self.num_cross_layers = num_cross_layers
+    self.cross_projection_dim = cross_projection_dim
     self.kernel_l2 = kernel_l2
     regularizer = backbone.kernel_regularizer(kernel_l2)
     self._hidden = ([keras.layers.Dense(u, activation="relu",
                                         kernel_regularizer=regularizer)
                      for u in self.hidden_units] if func == "mlp" else [])
-    self._cross = (_cross_layers(num_cross_layers, regularizer)
-                   if func == "dcn" else [])
+    self._cross = (_cross_layers(num_cross_layers, cross_projection_dim,
+                                 regularizer) if func == "dcn" else [])
     self._project = keras.layers.Dense(token_dim, name="project",
                                        kernel_regularizer=regularizer)
 
@@ -350,6 +360,7 @@ class GlobalToken(keras.layers.Layer):
     return dict(super().get_config(), token_dim=self.token_dim, func=self.func,
                 hidden_units=self.hidden_units,
                 num_cross_layers=self.num_cross_layers,
+                cross_projection_dim=self.cross_projection_dim,
                 kernel_l2=self.kernel_l2)
 
 

@@ -176,6 +176,8 @@ class RankUpConfig(TokenModelConfig):
     permutation_seed: seed of the random split's permutation.
     global_token: prepend g = func(Pool(view-1 embeddings)).
     global_token_func: "mlp", "fm", "fwfm" (field-weighted FM) or "dcn".
+    global_token_projection_dim: with "dcn", the cross layers' low rank
+      (0: full rank).
     cross_tokens: one token per schema cross pair.
     sparse_cross_tokens: with cross_tokens, also the pairs of two sparse
       fields (view 3); off: crossed pretrained tokens only.
@@ -214,6 +216,9 @@ class RankUpConfig(TokenModelConfig):
   global_token_func: str = config_field(
       "mlp", help_text="Global token function (fwfm: field-weighted FM).",
       choices=("mlp", "fm", "fwfm", "dcn"))
+  global_token_projection_dim: int = config_field(
+      0, help_text="Low-rank cross projection of the dcn global token (0 = "
+      "full rank).")
   cross_tokens: bool = config_field(True, help_text="Crossed "
                                     "pretrained-embedding tokens.")
   sparse_cross_tokens: bool = config_field(

@@ -70,7 +70,9 @@ class RankUpModel(base.RankingModel):
     self.tokenizer = self._make_split(c)
     l2 = c.dense_l2
     self.global_token = (tokenizers.GlobalToken(
-        c.token_dim, c.global_token_func, kernel_l2=l2, name="global_token")
+        c.token_dim, c.global_token_func,
+        cross_projection_dim=c.global_token_projection_dim, kernel_l2=l2,
+        name="global_token")
                          if c.global_token else None)
     self.dense_token = (tokenizers.DenseToken(
         c.token_dim, self._token_counts["dense"], kernel_l2=l2,
