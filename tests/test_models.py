@@ -141,8 +141,8 @@ def test_view_embedding_dims_size_each_views_table_and_train(schema, batch):
     (dict(split="hash"), "Unknown split 'hash'"),
     (dict(block="transformer"), "Unknown block style 'transformer'"),
     (dict(global_token_func="ffm"), "unknown func 'ffm'"),
-    (dict(global_token_projection_dim=8),
-     r"cross_projection_dim=8 is the rank of the 'dcn' cross layers"),
+    (dict(global_token_projection_dim=-1),
+     r"cross_projection_dim=-1 is the rank of the 'dcn' cross layers"),
     (dict(view_embedding_dims=(8, 8)),
      r"view_embedding_dims=\[8, 8\] has 2 entries but num_embedding_views=3"),
     (dict(view_embedding_dims=(8, 0, 8)),
@@ -155,6 +155,21 @@ def test_bad_configs_raise_clear_errors(schema, change, message):
                                            **SMALL), **change))
   with pytest.raises(ValueError, match=message):
     models.RankUpModel(schema, config)
+
+
+def test_global_token_rank_reaches_its_cross_layers(schema):
+  def cross_kernels(**change):
+    model = models.RankUpModel(schema, models.RankUpConfig(
+        num_tokens=8, token_dim=16, **SMALL, **change))
+    model.build_from_schema()
+    return [tuple(w.shape) for layer in model.global_token._cross
+            for w in layer.trainable_weights if len(w.shape) == 2]
+  full = cross_kernels(global_token_projection_dim=0)
+  md = full[0][0]
+  assert full == [(md, md)] * 2
+  assert cross_kernels(global_token_projection_dim=4) == [(md, 4), (4, md)] * 2
+  # The rank is the dcn token's alone: an MLP token builds without it.
+  assert cross_kernels(global_token_func="mlp") == []
 
 
 def test_bad_schema_cross_pair_and_model_name(schema):

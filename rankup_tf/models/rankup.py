@@ -71,7 +71,9 @@ class RankUpModel(base.RankingModel):
     l2 = c.dense_l2
     self.global_token = (tokenizers.GlobalToken(
         c.token_dim, c.global_token_func,
-        cross_projection_dim=c.global_token_projection_dim, kernel_l2=l2,
+        cross_projection_dim=(c.global_token_projection_dim
+                              if c.global_token_func == "dcn" else 0),
+        kernel_l2=l2,
         name="global_token")
                          if c.global_token else None)
     self.dense_token = (tokenizers.DenseToken(
