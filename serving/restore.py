@@ -44,7 +44,9 @@ def model_from_model_dir(model_dir: str, checkpoint: str = ""
         "config pins the old value (e.g. \"num_dense_tokens\": 1 for a "
         "RankUp checkpoint from before dense tokens got their share, "
         "\"ffn_hidden_dim\": k * token_dim for one from before SwiGLU "
-        "FFNs were 2/3 as wide)."
+        "FFNs were 2/3 as wide, \"global_token_projection_dim\": 0 for "
+        "one with global_token_func dcn from before the cross's rank was "
+        "64)."
     ) from None
   # The optimizer's slots in the checkpoint are not needed here; a model
   # weight missing from it would serve its initial value.

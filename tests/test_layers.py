@@ -464,9 +464,10 @@ def test_dcn_global_token_cross_rank():
       (12, 12), (12,)]
   assert [w.shape for w in low._cross[0].trainable_weights] == [
       (12, 2), (2, 12), (12,)]
-  for func, rank in (("mlp", 2), ("dcn", -1)):
-    with pytest.raises(ValueError, match="cross_projection_dim"):
-      layers.GlobalToken(6, func, cross_projection_dim=rank)
+  with pytest.raises(ValueError, match="func='mlp' has none"):
+    layers.GlobalToken(6, "mlp", cross_projection_dim=2)
+  with pytest.raises(ValueError, match="must be >= 0"):
+    layers.GlobalToken(6, "dcn", cross_projection_dim=-1)
 
 
 def test_dense_tokens_are_separate_projections_of_all_dense_inputs():

@@ -141,8 +141,8 @@ def test_view_embedding_dims_size_each_views_table_and_train(schema, batch):
     (dict(split="hash"), "Unknown split 'hash'"),
     (dict(block="transformer"), "Unknown block style 'transformer'"),
     (dict(global_token_func="ffm"), "unknown func 'ffm'"),
-    (dict(global_token_projection_dim=-1),
-     r"cross_projection_dim=-1 is the rank of the 'dcn' cross layers"),
+    (dict(global_token_projection_dim=-1, global_token_func="mlp"),
+     r"global_token_projection_dim must be >= 0 \(0: full rank\), got -1"),
     (dict(view_embedding_dims=(8, 8)),
      r"view_embedding_dims=\[8, 8\] has 2 entries but num_embedding_views=3"),
     (dict(view_embedding_dims=(8, 0, 8)),
@@ -167,6 +167,7 @@ def test_global_token_rank_reaches_its_cross_layers(schema):
   full = cross_kernels(global_token_projection_dim=0)
   md = full[0][0]
   assert full == [(md, md)] * 2
+  assert cross_kernels() == [(md, 64), (64, md)] * 2  # the default
   assert cross_kernels(global_token_projection_dim=4) == [(md, 4), (4, md)] * 2
   # The rank is the dcn token's alone: an MLP token builds without it.
   assert cross_kernels(global_token_func="mlp") == []

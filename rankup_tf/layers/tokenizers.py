@@ -303,11 +303,14 @@ class GlobalToken(keras.layers.Layer):
     if func not in GLOBAL_TOKEN_FUNCS:
       raise ValueError(f"GlobalToken: unknown func {func!r}; expected one of "
                        f"{GLOBAL_TOKEN_FUNCS}.")
-    if cross_projection_dim < 0 or (cross_projection_dim and func != "dcn"):
+    if cross_projection_dim < 0:
+      raise ValueError(
+          f"GlobalToken: cross_projection_dim must be >= 0 (the 'dcn' cross "
+          f"layers' rank, 0: full rank), got {cross_projection_dim}.")
+    if cross_projection_dim and func != "dcn":
       raise ValueError(
           f"GlobalToken: cross_projection_dim={cross_projection_dim} is the "
-          f"rank of the 'dcn' cross layers (>= 0, 0: full rank); func="
-          f"{func!r} has none.")
+          f"rank of the 'dcn' cross layers; func={func!r} has none.")
     self.token_dim = token_dim
     self.func = func
     self.hidden_units = list(hidden_units)

@@ -183,8 +183,9 @@ class RankUpConfig(TokenModelConfig):
     global_token_projection_dim: the "dcn" cross layers' rank r (0: full
       rank, (Md)^2 weights a layer, quadratic in the field count). The
       default 64: two layers of 2 Md r weights are the MLP token's Md x
-      256 hidden layer, so the token costs what the MLP one did on any
-      schema. Unused by the other funcs.
+      256 hidden layer, so the token costs about what the MLP one did,
+      linear in the field count (below Md = 2r full rank is smaller).
+      Unused by the other funcs (must still be >= 0).
     cross_tokens: one token per schema cross pair.
     sparse_cross_tokens: with cross_tokens, also the pairs of two sparse
       fields (view 3); off: crossed pretrained tokens only.

@@ -69,6 +69,9 @@ class RankUpModel(base.RankingModel):
 
     self.tokenizer = self._make_split(c)
     l2 = c.dense_l2
+    if c.global_token_projection_dim < 0:
+      raise ValueError(f"global_token_projection_dim must be >= 0 (0: full "
+                       f"rank), got {c.global_token_projection_dim}.")
     self.global_token = (tokenizers.GlobalToken(
         c.token_dim, c.global_token_func,
         cross_projection_dim=(c.global_token_projection_dim
